@@ -1,0 +1,44 @@
+# evalpipe: every target calls the command line; the stage manifests decide what really runs,
+# so a second `make evaluate` with nothing changed only checks hashes.
+#   make setup && make evaluate        the book's run (needs Ollama serving llama3)
+#   make test                          the test suite
+#   make judge RUN=mine CONFIG=configs/mine.toml
+
+CONFIG ?= configs/book.toml
+RUN ?= $(basename $(notdir $(CONFIG)))
+RUNS ?=
+SET ?=
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+EVALPIPE := $(PYTHON) -m evalpipe
+ARGS := --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
+
+.DEFAULT_GOAL := evaluate
+.PHONY: setup prepare finetune generate judge aggregate evaluate status compare test bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned first: the CPU build, so that no looser requirement pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+	$(VENV)/bin/pip install "torch==2.13.0"
+	$(VENV)/bin/pip install -e ".[test,llamacpp]"
+	touch $@
+
+prepare finetune generate judge aggregate evaluate status: setup
+	$(EVALPIPE) $@ $(ARGS)
+
+compare: setup
+	$(EVALPIPE) compare $(RUNS)
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) bench/generate.py
+	$(PYTHON) bench/finetune.py
+	$(PYTHON) bench/judge.py
+
+clean: setup
+	$(EVALPIPE) clean all $(ARGS)

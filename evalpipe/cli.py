@@ -1,0 +1,107 @@
+"""The command line: `evalpipe STAGE [--config FILE] [--run NAME] [--set section.key=value ...]`.
+
+Every subcommand reads the same configuration; the stage cache decides what really runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from evalpipe import __version__
+from evalpipe.config import load_config
+from evalpipe.errors import EvalpipeError
+from evalpipe.pipeline import STAGE_NAMES, Pipeline, default_paths
+
+DEFAULT_CONFIG = "configs/book.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"the run's TOML configuration (default {DEFAULT_CONFIG})")
+    common.add_argument("--run", help="run name: results/<run>/ (default: the config file's name)")
+    common.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override one configuration value")
+    common.add_argument("--results", help="results folder (default results/ or $EVALPIPE_RESULTS)")
+    common.add_argument("--datasets",
+                        help="downloads folder (default datasets/ or $EVALPIPE_DATASETS)")
+
+    parser = argparse.ArgumentParser(
+        prog="evalpipe",
+        description="Fine-tune GPT-2 on instructions and score its responses with an LLM judge.",
+    )
+    parser.add_argument("--version", action="version", version=f"evalpipe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    descriptions = {
+        "prepare": "validate and split the instruction data",
+        "finetune": "fine-tune the base model on the training split",
+        "generate": "generate (or import) a response for every test record",
+        "judge": "score every response with the LLM judge",
+        "aggregate": "summary, plots and HTML report of the scores",
+    }
+    for name in STAGE_NAMES:
+        sub = commands.add_parser(name, parents=[common], help=descriptions[name])
+        sub.add_argument("--force", action="store_true",
+                         help="rerun this stage even if it is up to date")
+        if name == "generate":
+            sub.add_argument("--from", dest="from_file", metavar="FILE",
+                             help="import responses made elsewhere (JSON or JSONL)")
+            sub.add_argument("--response-key", metavar="KEY",
+                             help="the field holding the response in --from (model_response)")
+            sub.add_argument("--allow-partial", action="store_true",
+                             help="accept --from files that miss some test records")
+    commands.add_parser("evaluate", parents=[common], help="run every stage that is not up to date")
+    commands.add_parser("status", parents=[common], help="each stage: done, stale or missing")
+    clean = commands.add_parser("clean", parents=[common], help="delete a stage's outputs")
+    clean.add_argument("stage", choices=[*STAGE_NAMES, "all"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except KeyboardInterrupt:
+        print("evalpipe: interrupted; finished work is kept, rerun to continue", file=sys.stderr)
+        return 130
+    except EvalpipeError as err:
+        if os.environ.get("EVALPIPE_DEBUG"):
+            traceback.print_exc()
+        print(f"evalpipe: error: {err}", file=sys.stderr)
+        return 1
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.command == "generate":
+        if args.from_file:
+            overrides.append(f"generate.from_file={_toml_string(args.from_file)}")
+        if args.response_key:
+            overrides.append(f"generate.response_key={_toml_string(args.response_key)}")
+        if args.allow_partial:
+            overrides.append("generate.allow_partial=true")
+    config = load_config(args.config, overrides)
+    run_name = args.run or Path(args.config).stem
+    pipeline = Pipeline(config, default_paths(run_name, args.results, args.datasets))
+
+    if args.command == "status":
+        print(f"run {run_name} in {pipeline.paths.root}")
+        for status in pipeline.status():
+            print(status.line())
+        return 0
+    if args.command == "clean":
+        removed = pipeline.clean(args.stage)
+        print("removed " + ", ".join(map(str, removed)) if removed else "nothing to remove")
+        return 0
+    target = "aggregate" if args.command == "evaluate" else args.command
+    pipeline.ensure(target, force=getattr(args, "force", False))
+    return 0
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,296 @@
+"""Run configuration: one dataclass per concern, loaded from a TOML file, overridable with --set.
+
+A run is described completely by one TOML file with the sections below. Every key has a default,
+so a file only names what differs from the book's chapter 7 run. Unknown sections or keys and
+values of the wrong type are errors that name the key and the type expected, because a typo that
+silently falls back to a default would make two runs look comparable when they are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from evalpipe.errors import EvalpipeError
+
+BOOK_DATA_URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
+    "ch07/01_main-chapter-code/instruction-data.json"
+)
+
+
+class ConfigError(EvalpipeError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    source: str = BOOK_DATA_URL  # URL or local path (JSON list or JSONL)
+    sha256: str = ""  # expected SHA-256 of the source file; empty = not checked
+    split: str = "book"  # "book": file order; "shuffle": seeded shuffle first
+    seed: int = 123  # only used by split = "shuffle"
+    train_fraction: float = 0.85
+    test_fraction: float = 0.10  # the rest is validation
+    template: str = "alpaca"  # "alpaca" or "phi3"
+
+
+@dataclass
+class ModelConfig:
+    base: str = "gpt2-medium"  # preset, "hf:OWNER/REPO", or a local path
+    bases: list[str] = field(default_factory=list)  # several base models to compare
+    # Shape overrides for checkpoints that carry no config of their own (0 / "" = not set).
+    emb_dim: int = 0
+    n_layers: int = 0
+    n_heads: int = 0
+    context_length: int = 0
+    vocab_size: int = 0
+    qkv_bias: str = ""  # "true" / "false" / "" (from the checkpoint)
+    tie_weights: str = ""  # "true" / "false" / "" (from the checkpoint)
+    drop_rate: float = 0.0
+    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+
+    def shape_overrides(self) -> dict[str, Any]:
+        """The shape keys the user set, in GPTConfig's names."""
+        overrides: dict[str, Any] = {}
+        for key in ("emb_dim", "n_layers", "n_heads", "context_length", "vocab_size"):
+            if getattr(self, key):
+                overrides[key] = getattr(self, key)
+        for key in ("qkv_bias", "tie_weights"):
+            value = getattr(self, key)
+            if value:
+                overrides[key] = value == "true"
+        return overrides
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.1
+    seed: int = 123
+    max_length: int = 0  # truncate training sequences to this many tokens; 0 = context length
+    mask_instruction: bool = False  # exclude instruction/input tokens from the loss (ex. 7.2)
+    eval_interval: int = 5  # steps between validation-loss evaluations; 0 = per epoch only
+    early_stopping: int = 0  # patience in evaluations without improvement; 0 = off
+    checkpoint_interval: int = 50  # steps between resumable checkpoints
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no limit
+    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    dtype: str = "float32"  # "float32" or "bfloat16" (autocast)
+    num_threads: int = 0  # torch threads on CPU; 0 = torch's default
+
+
+@dataclass
+class GenerateConfig:
+    model: str = "finetuned"  # "finetuned", or a base-model spec to score it before fine-tuning
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy, as in the book
+    top_k: int = 0  # 0 = no top-k filtering
+    seed: int = 123
+    batch_size: int = 8
+    device: str = "auto"
+    # Importing responses made elsewhere instead of generating them.
+    from_file: str = ""
+    response_key: str = "model_response"
+    allow_partial: bool = False
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "ollama"  # "ollama", "openai", "llamacpp"
+    model: str = "llama3"  # model name; for llamacpp the GGUF file's path
+    host: str = ""  # server URL; empty = OLLAMA_HOST / OPENAI_BASE_URL / the backend's default
+    hosts: list[str] = field(default_factory=list)  # several servers of one backend
+    api_key: str = ""  # openai backend; empty = OPENAI_API_KEY
+    template: str = "book"  # "book" (0-100) or "rubric" (1-5, mapped to 0-100)
+    structured: bool = False  # ask for JSON {score, reason} with a schema
+    options: dict[str, Any] = field(
+        default_factory=lambda: {"seed": 123, "temperature": 0, "num_ctx": 2048}
+    )
+    timeout: float = 120.0  # seconds per request
+    retries: int = 3
+    concurrency: int = 4
+    repeats: int = 1  # ask k times with seeds seed, seed+1, ...
+    canaries: bool = True
+    mode: str = "single"  # "single" or "together" (all models' responses in one prompt)
+    swap: bool = False  # together mode: judge again in reversed order
+    cache: str = ""  # judgment cache (SQLite); empty = judge-cache.sqlite in the results folder
+
+
+@dataclass
+class AggregateConfig:
+    bootstrap_resamples: int = 2000
+    seed: int = 123
+    confidence: float = 0.95
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+            tp.__name__, tp.__name__
+        )
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "table"
+    return str(tp)
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Return value if it fits tp (ints are accepted for floats), else raise ConfigError."""
+    origin = typing.get_origin(tp)
+    ok: bool
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif origin is list:
+        (item_type,) = typing.get_args(tp)
+        ok = isinstance(value, list)
+        if ok:
+            value = [_check_type(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    elif origin is dict:
+        ok = isinstance(value, dict)
+    elif isinstance(tp, types.UnionType):
+        ok = any(_fits(value, t) for t in typing.get_args(tp))
+    else:  # pragma: no cover - a dataclass field of a type this loader does not know
+        raise TypeError(f"unsupported config type {tp!r} for {key}")
+    if not ok:
+        raise ConfigError(
+            f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    try:
+        _check_type("", value, tp)
+        return True
+    except ConfigError:
+        return False
+
+
+def _apply(config: RunConfig, values: dict[str, Any], origin: str) -> None:
+    for section_name, section_values in values.items():
+        if section_name not in SECTIONS:
+            raise ConfigError(
+                f"{origin}: unknown section [{section_name}] "
+                f"(known: {', '.join(SECTIONS)})"
+            )
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{origin}: [{section_name}] must be a table")
+        section = getattr(config, section_name)
+        hints = typing.get_type_hints(type(section))
+        for key, value in section_values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{origin}: unknown key {section_name}.{key} "
+                    f"(known: {', '.join(hints)})"
+                )
+            setattr(section, key, _check_type(f"{section_name}.{key}", value, hints[key]))
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse 'section.key=value'. The value is read as TOML (numbers, booleans, lists,
+    quoted strings); a value that is not TOML, such as a bare path, is taken as a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    section_type = SECTIONS.get(section)
+    field_type = typing.get_type_hints(section_type).get(key) if section_type else None
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if field_type is str and not isinstance(value, str):
+        value = raw  # model.base=123 or a path that happens to parse as a number
+    return section, key, value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a TOML config (None = all defaults) and apply --set overrides on top."""
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        _apply(config, values, str(path))
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _apply(config, {section: {key: value}}, "--set")
+    validate(config)
+    return config
+
+
+CHOICES = {
+    ("data", "split"): ("book", "shuffle"),
+    ("data", "template"): ("alpaca", "phi3"),
+    ("finetune", "dtype"): ("float32", "bfloat16"),
+    ("judge", "backend"): ("ollama", "openai", "llamacpp"),
+    ("judge", "template"): ("book", "rubric"),
+    ("judge", "mode"): ("single", "together"),
+    ("model", "qkv_bias"): ("", "true", "false"),
+    ("model", "tie_weights"): ("", "true", "false"),
+}
+
+
+def validate(config: RunConfig) -> None:
+    """Checks that need more than a type: allowed words and sensible ranges."""
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(
+                f"{section}.{key}: expected one of {', '.join(repr(a) for a in allowed)}, "
+                f"got {value!r}"
+            )
+    data = config.data
+    if not (0 < data.train_fraction < 1 and 0 < data.test_fraction < 1):
+        raise ConfigError("data.train_fraction and data.test_fraction must lie between 0 and 1")
+    if data.train_fraction + data.test_fraction > 1:
+        raise ConfigError("data.train_fraction + data.test_fraction must not exceed 1")
+    for section, key in [("finetune", "epochs"), ("finetune", "batch_size"),
+                         ("generate", "batch_size"), ("judge", "concurrency"),
+                         ("judge", "repeats"), ("aggregate", "bootstrap_resamples")]:
+        if getattr(getattr(config, section), key) < 1:
+            raise ConfigError(f"{section}.{key}: must be at least 1")

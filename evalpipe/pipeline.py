@@ -1,0 +1,315 @@
+"""The stage cache: which stages must run, in what order, and the manifests that decide it.
+
+Each stage declares the configuration it depends on, the files it reads and the files it writes.
+After a stage finishes, `manifest.json` beside its outputs records the SHA-256 of every input and
+output and a hash of that configuration. A stage is up to date when all three still match, by
+content, never by timestamp. Running a stage first brings the stages it needs up to date, as Make
+would; a rerun whose outputs come out byte-identical leaves the stages after it untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evalpipe import __version__
+from evalpipe.config import RunConfig
+from evalpipe.errors import EvalpipeError
+from evalpipe.io import sha256_file, sha256_json, write_json, write_text
+
+
+class NotBuiltYet(EvalpipeError):
+    """A stage whose implementation has not landed yet."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's files live: results/<run>/<stage>/..., and the shared datasets folder."""
+
+    results: Path
+    run: str
+    datasets: Path = Path("datasets")
+
+    @property
+    def root(self) -> Path:
+        return self.results / self.run
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def __truediv__(self, relative: str) -> Path:
+        """paths / "prepare/test.jsonl" -> results/<run>/prepare/test.jsonl"""
+        return self.root / relative
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What the cache needs to know about a stage. Functions are looked up lazily in the stage's
+    module (`evalpipe.<name>`), so `status` never imports torch."""
+
+    name: str
+
+    @property
+    def module(self):
+        return importlib.import_module(f"evalpipe.{self.name}")
+
+    def needs(self, config: RunConfig) -> tuple[str, ...]:
+        return tuple(self.module.needs(config))
+
+    def config_key(self, config: RunConfig) -> dict[str, Any]:
+        """The configuration values whose change must rerun this stage."""
+        return self.module.config_key(config)
+
+    def inputs(self, config: RunConfig, paths: RunPaths) -> dict[str, Path]:
+        return self.module.inputs(config, paths)
+
+    def outputs(self, config: RunConfig) -> tuple[str, ...]:
+        return tuple(self.module.outputs(config))
+
+    def fetch(self, config: RunConfig, paths: RunPaths) -> None:
+        """Make remote inputs local before deciding (prepare downloads its source here)."""
+        fetch = getattr(self.module, "fetch", None)
+        if fetch is not None:
+            fetch(config, paths)
+
+    def run(self, config: RunConfig, paths: RunPaths) -> None:
+        self.module.run(config, paths)
+
+
+STAGE_NAMES = ("prepare", "finetune", "generate", "judge", "aggregate")
+STAGES = {name: Stage(name) for name in STAGE_NAMES}
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise EvalpipeError(f"unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})") from None
+
+
+@dataclass
+class Status:
+    stage: str
+    state: str  # "done", "stale" or "missing"
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.stage:<10} {self.state:<8} {self.reason}"
+
+
+class FileHashes:
+    """SHA-256 of files, each computed once per process (a model file is read once, not per
+    stage that mentions it). Keyed by size and mtime as well, so a file rewritten during the
+    process is hashed again."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def __call__(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._known:
+            self._known[key] = sha256_file(path)
+        return self._known[key]
+
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(paths: RunPaths, stage: str) -> dict | None:
+    path = paths.stage_dir(stage) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # cut short or edited by hand: treated as never run
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+class Pipeline:
+    """Runs the stages of one run, deciding from the manifests what really needs to run."""
+
+    def __init__(self, config: RunConfig, paths: RunPaths, *, echo: Callable[[str], None] = print):
+        self.config = config
+        self.paths = paths
+        self.echo = echo
+        self.hashes = FileHashes()
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def own_status(self, stage: Stage) -> Status:
+        """Done, stale or missing, judged from this stage's manifest alone."""
+        manifest = read_manifest(self.paths, stage.name)
+        if manifest is None:
+            return Status(stage.name, "missing", "never run")
+        stage_dir = self.paths.stage_dir(stage.name)
+        for name, digest in manifest.get("outputs", {}).items():
+            path = stage_dir / name
+            if not path.exists():
+                return Status(stage.name, "stale", f"output {name} is missing")
+            if self.hashes(path) != digest:
+                return Status(stage.name, "stale", f"output {name} was changed by hand")
+        key = stage.config_key(self.config)
+        if sha256_json(key) != manifest.get("config_hash"):
+            changed = _changed_keys(manifest.get("config", {}), key)
+            return Status(stage.name, "stale", f"configuration changed: {', '.join(changed)}")
+        inputs = stage.inputs(self.config, self.paths)
+        recorded = manifest.get("inputs", {})
+        if set(inputs) != set(recorded):
+            return Status(stage.name, "stale", "its list of inputs changed")
+        for name, path in inputs.items():
+            if not path.exists():
+                return Status(stage.name, "stale", f"input {name} ({path}) is missing")
+            if self.hashes(path) != recorded[name]:
+                return Status(stage.name, "stale", f"input {name} ({path}) changed")
+        return Status(stage.name, "done", f"finished {manifest.get('finished', '?')}")
+
+    def status(self) -> list[Status]:
+        """Every stage this run uses; a stage after a stale or missing one is stale too."""
+        statuses: dict[str, Status] = {}
+        for name in self.stages_for("aggregate"):
+            stage = get_stage(name)
+            status = self.own_status(stage)
+            if status.state == "done":
+                for need in stage.needs(self.config):
+                    if statuses[need].state != "done":
+                        status = Status(name, "stale", f"{need} is {statuses[need].state}")
+                        break
+            statuses[name] = status
+        return list(statuses.values())
+
+    def stages_for(self, target: str) -> list[str]:
+        """The stages `target` depends on, directly or not, and itself, in running order."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            for need in get_stage(name).needs(self.config):
+                visit(need)
+            if name not in order:
+                order.append(name)
+
+        visit(target)
+        return order
+
+    # -- running -----------------------------------------------------------------------------
+
+    def ensure(self, target: str, *, force: bool = False) -> None:
+        """Bring `target` up to date, running the stages it needs first if they are not."""
+        for name in self.stages_for(target):
+            self._ensure_one(get_stage(name), force=force and name == target)
+
+    def _ensure_one(self, stage: Stage, *, force: bool) -> None:
+        stage.fetch(self.config, self.paths)
+        status = self.own_status(stage)
+        if status.state == "done" and not force:
+            self.echo(f"{stage.name}: up to date ({status.reason})")
+            return
+        why = "--force" if force and status.state == "done" else status.reason
+        self.echo(f"{stage.name}: running ({why})")
+        self.run_stage(stage)
+
+    def run_stage(self, stage: Stage) -> None:
+        stage_dir = self.paths.stage_dir(stage.name)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        # A manifest left from an earlier run must not vouch for outputs being rewritten now.
+        (stage_dir / MANIFEST).unlink(missing_ok=True)
+        self.write_config()
+        inputs = stage.inputs(self.config, self.paths)
+        input_hashes = {}
+        for name, path in inputs.items():
+            if not path.exists():
+                raise EvalpipeError(f"{stage.name}: input {name} not found: {path}")
+            input_hashes[name] = self.hashes(path)
+        key = stage.config_key(self.config)
+        started = _now()
+        clock = time.monotonic()
+        stage.run(self.config, self.paths)
+        outputs = {}
+        for name in stage.outputs(self.config):
+            path = stage_dir / name
+            if not path.exists():
+                raise EvalpipeError(f"{stage.name}: finished without writing {path}")
+            outputs[name] = self.hashes(path)
+        write_json(
+            stage_dir / MANIFEST,
+            {
+                "stage": stage.name,
+                "evalpipe_version": __version__,
+                "packages": package_versions(),
+                "config_hash": sha256_json(key),
+                "config": key,
+                "inputs": {name: input_hashes[name] for name in sorted(input_hashes)},
+                "input_paths": {name: str(path) for name, path in sorted(inputs.items())},
+                "outputs": outputs,
+                "started": started,
+                "finished": _now(),
+                "seconds": round(time.monotonic() - clock, 3),
+            },
+        )
+        self.echo(f"{stage.name}: done in {time.monotonic() - clock:.1f} s")
+
+    def write_config(self) -> None:
+        """The resolved configuration of the run, with every default spelled out."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        path = self.paths.root / "config.toml"
+        text = self.config.to_toml()
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
+
+    def clean(self, stage: str) -> list[Path]:
+        names = STAGE_NAMES if stage == "all" else (get_stage(stage).name,)
+        removed = []
+        for name in names:
+            folder = self.paths.stage_dir(name)
+            if folder.exists():
+                shutil.rmtree(folder)
+                removed.append(folder)
+        return removed
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+KEY_PACKAGES = ("torch", "tiktoken", "ollama", "openai", "safetensors", "huggingface_hub",
+                "pandas", "numpy", "xllamacpp")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def default_paths(run: str, results: str | None = None, datasets: str | None = None) -> RunPaths:
+    return RunPaths(
+        results=Path(results or os.environ.get("EVALPIPE_RESULTS", "results")),
+        run=run,
+        datasets=Path(datasets or os.environ.get("EVALPIPE_DATASETS", "datasets")),
+    )
+
