@@ -89,7 +89,7 @@ class FinetuneConfig:
 
 @dataclass
 class GenerateConfig:
-    model: str = "finetuned"  # "finetuned", or a base-model spec to score it before fine-tuning
+    model: str = "finetuned"  # "finetuned"; "base" (model.base) or a base-model spec: no fine-tune
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy, as in the book
     top_k: int = 0  # 0 = no top-k filtering
@@ -223,7 +223,11 @@ def _apply(config: RunConfig, values: dict[str, Any], origin: str) -> None:
                     f"{origin}: unknown key {section_name}.{key} "
                     f"(known: {', '.join(hints)})"
                 )
-            setattr(section, key, _check_type(f"{section_name}.{key}", value, hints[key]))
+            try:
+                value = _check_type(f"{section_name}.{key}", value, hints[key])
+            except ConfigError as err:
+                raise ConfigError(f"{origin}: {err}") from None
+            setattr(section, key, value)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

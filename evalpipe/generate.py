@@ -1,13 +1,32 @@
-"""Stage 3, generate: a response from the fine-tuned model for every test record,
-or responses made elsewhere imported with `generate --from FILE`."""
+"""Stage 3, generate: a response for every test record.
+
+Either the fine-tuned model (or any base model, to score it before fine-tuning) answers each
+test prompt, or responses made elsewhere are imported with `generate --from FILE`. Both write
+results/<run>/generate/responses.jsonl: the test records in test order, each with `response`,
+`prompt_tokens`, `response_tokens`, `stop_reason` ("eos", "length", "imported" or "missing")
+and `seconds`.
+
+Generation is resumable: each finished record is appended to responses.partial.jsonl, tagged
+with the hash of everything that decides its text, and a rerun only generates what is missing.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from evalpipe.config import RunConfig
-from evalpipe.pipeline import NotBuiltYet, RunPaths
+from evalpipe.errors import EvalpipeError
+from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, read_records, sha256_json
+from evalpipe.io import write_json, write_jsonl
+from evalpipe.pipeline import RunPaths
+from evalpipe.prepare import FIELDS, content_id
 
+RESPONSES = "responses.jsonl"
+PARTIAL = "responses.partial.jsonl"
+
+
+# -- the stage's contract with the cache ------------------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     # Importing responses, or generating straight from a base model, needs no fine-tune.
@@ -22,7 +41,11 @@ def config_key(config: RunConfig) -> dict:
         return {key: generate[key] for key in ("from_file", "response_key", "allow_partial")}
     generate = {k: v for k, v in generate.items()
                 if k not in ("from_file", "response_key", "allow_partial", "device")}
-    return {"generate": generate, "data.template": config.data.template}
+    key = {"generate": generate, "data.template": config.data.template}
+    if config.generate.model != "finetuned":
+        model = config.section("model")
+        key["model"] = {k: v for k, v in model.items() if k not in ("bases", "device")}
+    return key
 
 
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
@@ -36,8 +59,153 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
 
 
 def outputs(config: RunConfig) -> tuple[str, ...]:
-    return ("responses.jsonl",)
+    if config.generate.from_file:
+        return (RESPONSES, "import-report.json")
+    return (RESPONSES,)
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
-    raise NotBuiltYet("generate: not built yet (see the generate issue)")
+    test_records = read_jsonl(paths / "prepare/test.jsonl")
+    if config.generate.from_file:
+        import_responses(config, paths, test_records)
+    else:
+        generate_responses(config, paths, test_records)
+
+
+# -- importing ----------------------------------------------------------------------------------
+
+def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict]) -> None:
+    """Match the file's records to the test split by content (instruction, input, output);
+    every test record appears once in the output, in test order."""
+    source = Path(config.generate.from_file).expanduser()
+    key = config.generate.response_key
+    imported = read_records(source)
+    by_content: dict[str, dict] = {}
+    unmatched_source: list[int] = []
+    test_ids = {content_id(record) for record in test_records}
+    for index, record in enumerate(imported):
+        for field in (*FIELDS, key):
+            if field not in record:
+                raise EvalpipeError(f"{source}: record {index}: field '{field}' is missing")
+            if not isinstance(record[field], str):
+                raise EvalpipeError(
+                    f"{source}: record {index}: field '{field}' must be a string, "
+                    f"got {type(record[field]).__name__}"
+                )
+        content = content_id(record)
+        if content not in test_ids or content in by_content:
+            unmatched_source.append(index)
+        else:
+            by_content[content] = record
+
+    tokenizer_encode = _encoder()
+    results, missing = [], []
+    for record in test_records:
+        match = by_content.get(content_id(record))
+        if match is None:
+            missing.append(record["id"])
+            results.append({**record, "response": None, "prompt_tokens": None,
+                            "response_tokens": None, "stop_reason": "missing", "seconds": None})
+            continue
+        response = match[key]
+        results.append({**record, "response": response, "prompt_tokens": None,
+                        "response_tokens": len(tokenizer_encode(response)),
+                        "stop_reason": "imported", "seconds": None})
+
+    out = paths.stage_dir("generate")
+    report = {"source": str(source), "response_key": key, "matched": len(test_records) - len(missing),
+              "test_records_without_response": missing,
+              "source_records_matching_no_test_record": unmatched_source}
+    if (missing or unmatched_source) and not config.generate.allow_partial:
+        write_json(out / "import-report.json", report)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} test records have no response in it (first: id {missing[0]})")
+        if unmatched_source:
+            parts.append(f"{len(unmatched_source)} of its records match no test record "
+                         f"(first: record {unmatched_source[0]})")
+        raise EvalpipeError(
+            f"generate --from {source}: {'; '.join(parts)}; all are listed in "
+            f"{out / 'import-report.json'}; pass --allow-partial to accept"
+        )
+    write_jsonl(out / RESPONSES, results)
+    write_json(out / "import-report.json", report)
+    print(f"generate: imported {report['matched']} of {len(test_records)} responses from {source}"
+          + (f"; {len(missing)} missing" if missing else ""))
+
+
+def _encoder():
+    from evalpipe.templates import get_tokenizer
+
+    return get_tokenizer().encode_ordinary
+
+
+# -- generating ---------------------------------------------------------------------------------
+
+def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[dict]) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from evalpipe.generation import generate_batch
+    from evalpipe.runtime import load_model_for_generation, resolve_device
+    from evalpipe.templates import END_OF_TEXT_ID, decode, encode, get_template
+
+    settings = config.generate
+    template = get_template(config.data.template)
+    out = paths.stage_dir("generate")
+    loaded = load_model_for_generation(config, paths)
+    device = resolve_device(settings.device)
+    model = loaded.model.to(device).eval()
+
+    # Records from an interrupted run count only if they were made with the same model and
+    # the same settings.
+    run_key = sha256_json({"config": config_key(config), "weights": loaded.sha256})
+    done = {r["id"]: r for r in read_partial_jsonl(out / PARTIAL) if r.get("_run_key") == run_key}
+    todo = [r for r in test_records if r["id"] not in done]
+    # Similar lengths in one batch waste less work on padding.
+    todo.sort(key=lambda r: len(encode(template.prompt(r))))
+    if done:
+        print(f"generate: resuming, {len(done)} of {len(test_records)} already done")
+
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    progress = tqdm(total=len(test_records), initial=len(done), desc="generate", unit="resp")
+    tokens_made, clock = 0, time.monotonic()
+    with JsonlAppender(out / PARTIAL) as partial:
+        for start in range(0, len(todo), settings.batch_size):
+            batch = todo[start:start + settings.batch_size]
+            prompts = [encode(template.prompt(record)) for record in batch]
+            batch_clock = time.monotonic()
+            with torch.inference_mode():
+                generations = generate_batch(
+                    model, prompts,
+                    max_new_tokens=settings.max_new_tokens,
+                    eos_id=END_OF_TEXT_ID,
+                    temperature=settings.temperature,
+                    top_k=settings.top_k or None,
+                    generator=generator,
+                )
+            seconds = (time.monotonic() - batch_clock) / len(batch)
+            for record, prompt, generation in zip(batch, prompts, generations):
+                result = {
+                    **record,
+                    "response": template.extract_response(decode(generation.tokens)),
+                    "prompt_tokens": len(prompt),
+                    "response_tokens": len(generation.tokens),
+                    "stop_reason": generation.stop_reason,
+                    "seconds": round(seconds, 4),
+                }
+                partial.write({**result, "_run_key": run_key})
+                done[record["id"]] = result
+                tokens_made += len(generation.tokens)
+            progress.update(len(batch))
+            progress.set_postfix(tok_per_s=f"{tokens_made / (time.monotonic() - clock):.1f}")
+    progress.close()
+
+    final = []
+    for record in test_records:
+        result = dict(done[record["id"]])
+        result.pop("_run_key", None)
+        final.append(result)
+    write_jsonl(out / RESPONSES, final)
+    (out / PARTIAL).unlink()
+    print(f"generate: {len(final)} responses")

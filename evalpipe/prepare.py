@@ -49,12 +49,12 @@ def fetch(config: RunConfig, paths: RunPaths) -> None:
     source = config.data.source
     if is_url(source):
         download(source, source_path(config, paths), config.data.sha256)
+    elif not source_path(config, paths).exists():
+        raise DataError(f"data.source: file not found: {source_path(config, paths)}")
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
     source = source_path(config, paths)
-    if not source.exists():
-        raise DataError(f"data.source: file not found: {source}")
     check_sha256(source, config.data.sha256)
     records = with_ids(validate(read_records(source), source))
     splits = split(records, config.data)
@@ -102,8 +102,12 @@ def download(url: str, target: Path, expected_sha256: str = "") -> None:
                     handle.write(chunk)
                     progress.update(len(chunk))
     except httpx.HTTPError as err:
+        if isinstance(err, httpx.HTTPStatusError):
+            why = f"HTTP {err.response.status_code} {err.response.reason_phrase}"
+        else:
+            why = f"{type(err).__name__}: {err}"
         raise EvalpipeError(
-            f"cannot download {url} ({type(err).__name__}: {err}); offline, give a local copy "
+            f"cannot download {url} ({why}); offline, give a local copy "
             f"with --set data.source=PATH or place it at {target}"
         ) from None
     if expected_sha256:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from evalpipe.errors import EvalpipeError
+
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 
@@ -78,10 +80,10 @@ def get_tokenizer():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as err:  # tiktoken raises requests' or its own errors when offline
-        raise RuntimeError(
-            "cannot load the GPT-2 tokenizer (tiktoken 'gpt2'): "
-            f"{type(err).__name__}: {err}. Offline, set TIKTOKEN_CACHE_DIR to a folder with "
-            "the GPT-2 BPE files (see README, 'Running offline')"
+        raise EvalpipeError(
+            f"cannot load the GPT-2 tokenizer (tiktoken 'gpt2': {type(err).__name__}); "
+            "offline, set TIKTOKEN_CACHE_DIR to a folder with the GPT-2 BPE files "
+            "(see README, 'Running offline')"
         ) from None
 
 

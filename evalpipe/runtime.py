@@ -1,0 +1,72 @@
+"""Where models run and which model a stage gets: device choice and base-model resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from evalpipe.config import RunConfig
+from evalpipe.errors import EvalpipeError
+from evalpipe.pipeline import RunPaths
+
+RANDOM_BASE = "random"  # model.base = "random": random weights in the configured shape
+
+
+def resolve_device(name: str):
+    """"auto" picks cuda, then mps, then cpu; a named device must exist."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvalpipeError("device 'cuda' asked for, but torch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise EvalpipeError("device 'mps' asked for, but torch sees no MPS device")
+    return torch.device(name)
+
+
+def load_base(config: RunConfig, spec: str | None = None):
+    """The base model named by `spec` (default model.base), shaped by the model section.
+
+    "random" builds GPT-2 124M's shape with the configured overrides and random weights,
+    seeded by finetune.seed: a model for tests and smoke runs that needs no download.
+    """
+    import torch
+
+    from evalpipe.model import PRESETS, GPTModel
+    from evalpipe.weights import LoadedModel, load_base_model
+
+    spec = spec or config.model.base
+    overrides = config.model.shape_overrides()
+    if spec == RANDOM_BASE:
+        shape = dataclasses.replace(PRESETS["gpt2"], **overrides, drop_rate=config.model.drop_rate)
+        torch.manual_seed(config.finetune.seed)
+        model = GPTModel(shape)
+        return LoadedModel(model=model, config=shape, source=f"random weights, seed "
+                           f"{config.finetune.seed}", sha256=f"random-{config.finetune.seed}")
+    loaded = load_base_model(spec, overrides)
+    set_dropout(loaded.model, config.model.drop_rate)
+    return loaded
+
+
+def set_dropout(model, rate: float) -> None:
+    """Dropout is an explicit setting, whatever the checkpoint's config said."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
+
+
+def load_model_for_generation(config: RunConfig, paths: RunPaths):
+    """The fine-tuned model of this run, or a base model straight away (generate.model)."""
+    from evalpipe.weights import load_finetuned
+
+    if config.generate.model == "finetuned":
+        return load_finetuned(paths.stage_dir("finetune"))
+    spec = config.model.base if config.generate.model == "base" else config.generate.model
+    return load_base(config, spec)
