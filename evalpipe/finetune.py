@@ -1,12 +1,34 @@
-"""Stage 2, finetune: fine-tune a GPT-2-architecture base model on the training split."""
+"""Stage 2, finetune: fine-tune a GPT-2-architecture base model on the training split.
+
+The recipe is the book's (chapter 7): each example is template + response + <|endoftext|>;
+a batch is padded to its longest example with token 50256; targets are the inputs shifted by
+one, with every padding target but the first (the end-of-text the model must learn to emit)
+set to -100; AdamW with the book's learning rate and weight decay; validation loss at a fixed
+step interval and at the end of every epoch.
+
+Training is resumable: every `checkpoint_interval` steps the weights, optimizer, RNG state and
+the position in the epoch are saved to checkpoint.pt, and a rerun with the same settings
+continues from there and ends with the same weights as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from evalpipe.config import RunConfig
-from evalpipe.pipeline import NotBuiltYet, RunPaths
+from evalpipe.io import read_jsonl, sha256_json, write_json, write_jsonl
+from evalpipe.pipeline import RunPaths
 
+IGNORE_INDEX = -100
+CHECKPOINT = "checkpoint.pt"
+
+
+# -- the stage's contract with the cache ------------------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("prepare",)
@@ -16,7 +38,7 @@ def config_key(config: RunConfig) -> dict:
     # Where the work runs does not change what it computes (up to float rounding).
     model = {k: v for k, v in config.section("model").items() if k not in ("bases", "device")}
     finetune = {k: v for k, v in config.section("finetune").items()
-                if k not in ("device", "num_threads")}
+                if k not in ("device", "num_threads", "checkpoint_interval")}
     return {"model": model, "finetune": finetune, "data.template": config.data.template}
 
 
@@ -37,4 +59,256 @@ def outputs(config: RunConfig) -> tuple[str, ...]:
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
-    raise NotBuiltYet("finetune: not built yet (see the finetune issue)")
+    train_model(config, paths)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+@dataclass
+class Example:
+    tokens: list[int]  # template + response, without the end-of-text token
+    prompt_length: int  # tokens of the instruction and input, masked with mask_instruction
+
+
+def encode_examples(records: list[dict], template_name: str) -> list[Example]:
+    from evalpipe.templates import encode, get_template
+
+    template = get_template(template_name)
+    return [Example(encode(template.training_text(r)), len(encode(template.prompt(r))))
+            for r in records]
+
+
+def collate(examples: list[Example], *, pad_id: int = 50256, max_length: int | None = None,
+            mask_instruction: bool = False):
+    """The book's custom_collate_fn: append end-of-text, pad to the longest, shift by one,
+    ignore every padding target but the first, optionally truncate and mask the prompt."""
+    import torch
+
+    longest = max(len(example.tokens) + 1 for example in examples)
+    inputs, targets = [], []
+    for example in examples:
+        padded = example.tokens + [pad_id] * (longest - len(example.tokens))
+        x = torch.tensor(padded[:-1])
+        y = torch.tensor(padded[1:])
+        padding = torch.nonzero(y == pad_id).squeeze(1)
+        if padding.numel() > 1:
+            y[padding[1:]] = IGNORE_INDEX
+        if mask_instruction:
+            y[: example.prompt_length - 1] = IGNORE_INDEX
+        if max_length:
+            x, y = x[:max_length], y[:max_length]
+        inputs.append(x)
+        targets.append(y)
+    return torch.stack(inputs), torch.stack(targets)
+
+
+def batch_loss(model, inputs, targets, device, autocast_dtype=None):
+    """Mean cross-entropy over the targets that count (not -100)."""
+    import torch
+
+    inputs, targets = inputs.to(device), targets.to(device)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        logits = model(inputs)
+    return torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def dataset_loss(model, examples: list[Example], settings, device, max_length,
+                 autocast_dtype=None) -> float:
+    """Loss over a whole split, weighted by target tokens (the book averages per batch; a
+    token-weighted mean does not depend on how the split happens to fall into batches)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), settings.batch_size):
+            inputs, targets = collate(examples[start:start + settings.batch_size],
+                                      max_length=max_length,
+                                      mask_instruction=settings.mask_instruction)
+            tokens = int((targets != IGNORE_INDEX).sum())
+            loss = batch_loss(model, inputs, targets, device, autocast_dtype)
+            total += float(loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of one epoch, a function of (seed, epoch) alone, so a resumed run
+    sees exactly the batches an uninterrupted run would."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(n_examples, generator=generator).tolist()
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def train_model(config: RunConfig, paths: RunPaths,
+                on_step: Callable[[int], None] | None = None) -> dict:
+    """Fine-tune and write the stage's outputs; `on_step(step)` is called after every
+    optimizer step (tests use it to interrupt a run)."""
+    import torch
+    from tqdm import tqdm
+
+    from evalpipe.runtime import load_base, resolve_device
+    from evalpipe.weights import save_finetuned
+
+    settings = config.finetune
+    out = paths.stage_dir("finetune")
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = resolve_device(settings.device)
+    autocast_dtype = torch.bfloat16 if settings.dtype == "bfloat16" else None
+
+    loaded = load_base(config)
+    model = loaded.model.to(device)
+    max_length = settings.max_length or loaded.config.context_length
+    max_length = min(max_length, loaded.config.context_length)
+    splits = {name: encode_examples(read_jsonl(paths / f"prepare/{name}.jsonl"),
+                                    config.data.template) for name in ("train", "val", "test")}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    steps_per_epoch = len(splits["train"]) // settings.batch_size  # last partial batch dropped
+    if steps_per_epoch == 0:
+        from evalpipe.errors import EvalpipeError
+        raise EvalpipeError(f"finetune: {len(splits['train'])} training examples make no full "
+                            f"batch of {settings.batch_size}")
+    total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
+
+    def loss_of(split: str) -> float:
+        return dataset_loss(model, splits[split], settings, device, max_length, autocast_dtype)
+
+    run_key = sha256_json({"config": config_key(config), "base": loaded.sha256,
+                           "data": [e.tokens for e in splits["train"][:3]]})
+    state = {"step": 0, "tokens_seen": 0, "metrics": [], "best_val": math.inf,
+             "best_weights": None, "evals_without_gain": 0, "stopped_early": False,
+             "train_seconds": 0.0, "train_losses": [], "run_key": run_key}
+    checkpoint_path = out / CHECKPOINT
+    if checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if saved.get("run_key") == run_key:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            state = saved["state"]
+            print(f"finetune: resuming at step {state['step']} of {total_steps}")
+    if "base_test_loss" not in state:
+        state["base_test_loss"] = loss_of("test")
+        state["base_val_loss"] = loss_of("val")
+
+    def save_checkpoint() -> None:
+        from evalpipe.io import atomic_open
+
+        with atomic_open(checkpoint_path, "wb") as handle:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "rng": torch.get_rng_state(), "state": state}, handle)
+
+    def evaluate(epoch: float) -> None:
+        val_loss = loss_of("val")
+        train_losses = state["train_losses"]
+        state["metrics"].append({
+            "step": state["step"], "epoch": round(epoch, 4), "tokens_seen": state["tokens_seen"],
+            "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
+            "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(state["train_seconds"], 3)})
+        train_losses.clear()
+        if val_loss < state["best_val"]:
+            state["best_val"] = val_loss
+            state["evals_without_gain"] = 0
+            if settings.early_stopping:
+                # A copy, not a reference: the live parameters keep changing.
+                state["best_weights"] = copy.deepcopy(model.state_dict())
+        else:
+            state["evals_without_gain"] += 1
+            if settings.early_stopping and state["evals_without_gain"] >= settings.early_stopping:
+                state["stopped_early"] = True
+
+    model.train()
+    progress = tqdm(total=total_steps, initial=state["step"], desc="finetune", unit="step")
+    while state["step"] < total_steps and not state["stopped_early"]:
+        epoch, position = divmod(state["step"], steps_per_epoch)
+        order = epoch_order(len(splits["train"]), settings.seed, epoch)
+        start = position * settings.batch_size
+        batch = [splits["train"][i] for i in order[start:start + settings.batch_size]]
+        inputs, targets = collate(batch, max_length=max_length,
+                                  mask_instruction=settings.mask_instruction)
+        clock = time.monotonic()
+        optimizer.zero_grad()
+        loss = batch_loss(model, inputs, targets, device, autocast_dtype)
+        loss.backward()
+        optimizer.step()
+        seconds = time.monotonic() - clock
+        state["step"] += 1
+        state["tokens_seen"] += inputs.numel()
+        state["train_seconds"] += seconds
+        state["train_losses"].append(float(loss))
+        progress.update(1)
+        progress.set_postfix(loss=f"{float(loss):.3f}", tok_per_s=f"{inputs.numel() / seconds:.0f}")
+        end_of_epoch = state["step"] % steps_per_epoch == 0
+        if (settings.eval_interval and state["step"] % settings.eval_interval == 0) or \
+                end_of_epoch or state["step"] == total_steps:
+            evaluate(state["step"] / steps_per_epoch)
+        if state["step"] % settings.checkpoint_interval == 0 or end_of_epoch:
+            save_checkpoint()
+        if on_step is not None:
+            on_step(state["step"])
+    progress.close()
+
+    if settings.early_stopping and state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    summary = {
+        "base_model": loaded.source, "base_sha256": loaded.sha256,
+        "base_test_loss": state["base_test_loss"], "base_val_loss": state["base_val_loss"],
+        "finetuned_test_loss": loss_of("test"),
+        "final_val_loss": loss_of("val"),
+        "best_val_loss": state["best_val"] if state["metrics"] else None,
+        "steps": state["step"], "tokens_seen": state["tokens_seen"],
+        "epochs": round(state["step"] / steps_per_epoch, 4),
+        "stopped_early": state["stopped_early"], "train_seconds": round(state["train_seconds"], 3),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    save_finetuned(model.cpu(), loaded.config, out, {
+        "tokenizer": "gpt2", "template": config.data.template,
+        "base_model": config.model.base, "base_source": loaded.source,
+        "base_sha256": loaded.sha256})
+    write_jsonl(out / "metrics.jsonl", state["metrics"])
+    plot_losses(state["metrics"], out / "loss.png")
+    write_json(out / "summary.json", summary)
+    checkpoint_path.unlink(missing_ok=True)
+    print(f"finetune: test loss {summary['base_test_loss']:.3f} -> "
+          f"{summary['finetuned_test_loss']:.3f} in {summary['steps']} steps")
+    return summary
+
+
+def plot_losses(metrics: list[dict], path: Path) -> None:
+    """Train and validation loss against epochs, with tokens seen on a second axis (as the
+    book's plot_losses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evalpipe.io import atomic_open
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [m["epoch"] for m in metrics]
+    train = [(m["epoch"], m["train_loss"]) for m in metrics if m["train_loss"] is not None]
+    ax.plot([e for e, _ in train], [v for _, v in train], label="training loss")
+    ax.plot(epochs, [m["val_loss"] for m in metrics], linestyle="-.", label="validation loss")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    if metrics:
+        top = ax.twiny()
+        top.plot([m["tokens_seen"] for m in metrics], [m["val_loss"] for m in metrics], alpha=0)
+        top.set_xlabel("tokens seen")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+
