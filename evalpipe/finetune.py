@@ -191,7 +191,7 @@ def train_model(config: RunConfig, paths: RunPaths,
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if saved.get("run_key") == run_key:
+        if saved.get("state", {}).get("run_key") == run_key:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["rng"])
@@ -246,9 +246,9 @@ def train_model(config: RunConfig, paths: RunPaths,
         state["step"] += 1
         state["tokens_seen"] += inputs.numel()
         state["train_seconds"] += seconds
-        state["train_losses"].append(float(loss))
+        state["train_losses"].append(loss.item())
         progress.update(1)
-        progress.set_postfix(loss=f"{float(loss):.3f}", tok_per_s=f"{inputs.numel() / seconds:.0f}")
+        progress.set_postfix(loss=f"{loss.item():.3f}", tok_per_s=f"{inputs.numel() / seconds:.0f}")
         end_of_epoch = state["step"] % steps_per_epoch == 0
         if (settings.eval_interval and state["step"] % settings.eval_interval == 0) or \
                 end_of_epoch or state["step"] == total_steps:

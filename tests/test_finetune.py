@@ -1,0 +1,125 @@
+"""The finetune stage end to end on the real instruction data, with a tiny random-weight model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from evalpipe.cli import main
+from evalpipe.config import load_config
+from evalpipe.finetune import train_model
+from evalpipe.io import read_jsonl
+from evalpipe.pipeline import RunPaths
+from evalpipe.weights import load_finetuned
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+# Smaller and shorter than the smoke run: a few steps are enough to see the loss move.
+FAST = ["finetune.max_steps=6", "finetune.eval_interval=3", "finetune.checkpoint_interval=2",
+        "model.emb_dim=32", "model.context_length=192", "finetune.max_length=192"]
+
+
+def overrides(instruction_data, *extra: str) -> list[str]:
+    return [f"data.source={instruction_data}", *FAST, *extra]
+
+
+def cli(run: str, stage: str, settings: list[str]) -> int:
+    args = [stage, "--config", str(SMOKE), "--run", run]
+    for setting in settings:
+        args += ["--set", setting]
+    return main(args)
+
+
+def test_finetune_writes_a_model_that_loads_and_a_lower_loss(run_env, instruction_data,
+                                                             gpt2_tokenizer, capsys):
+    assert cli("tiny", "finetune", overrides(instruction_data)) == 0
+    out = run_env / "results/tiny/finetune"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "loss.png", "manifest.json", "metrics.jsonl", "model.json", "model.safetensors",
+        "summary.json"]  # the resumable checkpoint is gone once training finished
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6
+    assert summary["tokens_seen"] > 0
+    assert summary["finetuned_test_loss"] < summary["base_test_loss"]
+    assert summary["stopped_early"] is False
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [3, 6]
+    assert all(m["val_loss"] > 0 for m in metrics)
+
+    loaded = load_finetuned(out)
+    assert (loaded.config.emb_dim, loaded.config.n_layers, loaded.config.context_length) == \
+        (32, 2, 192)
+    info = json.loads((out / "model.json").read_text())
+    assert info["base_model"] == "random" and info["template"] == "alpaca"
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    capsys.readouterr()
+    assert cli("tiny", "finetune", overrides(instruction_data)) == 0
+    assert "finetune: up to date" in capsys.readouterr().out
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_same_weights(run_env, instruction_data, gpt2_tokenizer):
+    """Interrupted after step 5 (checkpoint at step 4), the rerun redoes step 5 only and ends
+    with exactly the weights of an uninterrupted run."""
+    settings = overrides(instruction_data)
+    config = load_config(SMOKE, settings)
+    for run in ("whole", "broken"):
+        assert cli(run, "prepare", settings) == 0
+    train_model(config, RunPaths(run_env / "results", "whole"))
+
+    broken = RunPaths(run_env / "results", "broken")
+
+    def stop_after_five(step: int) -> None:
+        if step == 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_model(config, broken, on_step=stop_after_five)
+    assert (broken.stage_dir("finetune") / "checkpoint.pt").exists()
+    assert not (broken.stage_dir("finetune") / "model.safetensors").exists()
+
+    steps = []
+    train_model(config, broken, on_step=steps.append)
+    assert steps == [5, 6]  # resumed from the checkpoint of step 4
+
+    whole = load_finetuned(run_env / "results/whole/finetune").model.state_dict()
+    resumed = load_finetuned(run_env / "results/broken/finetune").model.state_dict()
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    strip = [{k: v for k, v in m.items() if k != "seconds"}
+             for m in read_jsonl(run_env / "results/whole/finetune/metrics.jsonl")]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"}
+                     for m in read_jsonl(run_env / "results/broken/finetune/metrics.jsonl")]
+
+
+def test_early_stopping_restores_the_best_weights(run_env, instruction_data, gpt2_tokenizer):
+    # A learning rate far too high makes the validation loss rise after the first evaluation.
+    settings = overrides(instruction_data, "finetune.lr=0.5", "finetune.eval_interval=1",
+                         "finetune.early_stopping=2")
+    assert cli("early", "finetune", settings) == 0
+    out = run_env / "results/early/finetune"
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = read_jsonl(out / "metrics.jsonl")
+    val_losses = [m["val_loss"] for m in metrics]
+    assert summary["stopped_early"] is True
+    assert summary["steps"] == len(metrics) < 6
+    assert summary["best_val_loss"] == min(val_losses)
+    # The saved model is the best one, not the last: its validation loss is the best.
+    assert summary["final_val_loss"] == pytest.approx(min(val_losses), rel=1e-5)
+
+
+def test_masking_the_instruction_changes_what_the_loss_counts(run_env, instruction_data,
+                                                              gpt2_tokenizer):
+    assert cli("plain", "finetune", overrides(instruction_data)) == 0
+    assert cli("masked", "finetune",
+               overrides(instruction_data, "finetune.mask_instruction=true")) == 0
+    plain = json.loads((run_env / "results/plain/finetune/summary.json").read_text())
+    masked = json.loads((run_env / "results/masked/finetune/summary.json").read_text())
+    # Same base weights (same seed), fewer target tokens: a different base test loss.
+    assert plain["base_test_loss"] != masked["base_test_loss"]

@@ -1,0 +1,145 @@
+"""The generate stage: responses from a model (batched, resumable) and responses imported."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evalpipe.cli import main
+from evalpipe.generation import generate_naive
+from evalpipe.io import read_jsonl
+from evalpipe.templates import END_OF_TEXT_ID, encode, get_template
+from evalpipe.weights import load_finetuned
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "configs" / "smoke.toml"
+TINY = ["finetune.max_steps=2", "finetune.eval_interval=0", "model.emb_dim=32",
+        "model.context_length=192", "finetune.max_length=192", "generate.max_new_tokens=12"]
+FIELDS = ["id", "instruction", "input", "output", "response", "prompt_tokens",
+          "response_tokens", "stop_reason", "seconds"]
+
+
+def cli(run: str, stage: str, settings: list[str], *extra: str) -> int:
+    args = [stage, "--config", str(SMOKE), "--run", run, *extra]
+    for setting in settings:
+        args += ["--set", setting]
+    return main(args)
+
+
+def without_seconds(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_generated_responses_are_the_books_greedy_loop_in_test_order(
+        run_env, instruction_data, gpt2_tokenizer):
+    settings = [f"data.source={instruction_data}", *TINY]
+    assert cli("gen", "generate", settings) == 0
+    out = run_env / "results/gen"
+    test = read_jsonl(out / "prepare/test.jsonl")
+    responses = read_jsonl(out / "generate/responses.jsonl")
+    assert [r["id"] for r in responses] == [r["id"] for r in test]  # every record, in order
+    assert all(list(r) == FIELDS for r in responses)
+    assert not (out / "generate/responses.partial.jsonl").exists()
+
+    # The batched KV-cache path gives the book's one-prompt-at-a-time loop, token for token.
+    model = load_finetuned(out / "finetune").model
+    template = get_template("alpaca")
+    for record in responses[:6]:
+        prompt = encode(template.prompt(record))
+        naive = generate_naive(model, prompt, max_new_tokens=12, eos_id=END_OF_TEXT_ID)
+        assert record["prompt_tokens"] == len(prompt)
+        assert record["response_tokens"] == len(naive.tokens)
+        assert record["stop_reason"] == naive.stop_reason
+        assert record["response"] == template.extract_response(
+            gpt2_tokenizer.decode(naive.tokens))
+
+
+def test_a_killed_generate_resumes_without_redoing_finished_records(
+        run_env, instruction_data, gpt2_tokenizer):
+    settings = [f"data.source={instruction_data}", *TINY, "generate.max_new_tokens=48",
+                "generate.batch_size=2"]
+    assert cli("killed", "finetune", settings) == 0
+    assert cli("whole", "generate", settings) == 0
+
+    args = [sys.executable, "-m", "evalpipe", "generate", "--config", str(SMOKE),
+            "--run", "killed"]
+    for setting in settings:
+        args += ["--set", setting]
+    partial = run_env / "results/killed/generate/responses.partial.jsonl"
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 6:
+            break
+        assert process.poll() is None, "generate finished before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before = {r["id"]: r for r in read_jsonl(partial)}
+    assert 6 <= len(finished_before) < 110
+    assert not (run_env / "results/killed/generate/responses.jsonl").exists()
+
+    assert cli("killed", "generate", settings) == 0
+    responses = read_jsonl(run_env / "results/killed/generate/responses.jsonl")
+    # Finished records were kept as they were (their timing too), not generated again.
+    for record in responses:
+        if record["id"] in finished_before:
+            assert record["seconds"] == finished_before[record["id"]]["seconds"]
+    whole = read_jsonl(run_env / "results/whole/generate/responses.jsonl")
+    assert without_seconds(responses) == without_seconds(whole)
+
+
+def test_importing_the_books_responses_matches_all_110(run_env, instruction_data,
+                                                      book_responses, gpt2_tokenizer, capsys):
+    assert cli("book", "generate", [f"data.source={instruction_data}"],
+               "--from", str(book_responses)) == 0
+    out = run_env / "results/book/generate"
+    responses = read_jsonl(out / "responses.jsonl")
+    book = json.loads(book_responses.read_text())
+    test = read_jsonl(run_env / "results/book/prepare/test.jsonl")
+    assert len(responses) == 110
+    assert [r["id"] for r in responses] == [r["id"] for r in test]
+    assert [r["response"] for r in responses] == [b["model_response"] for b in book]
+    assert {r["stop_reason"] for r in responses} == {"imported"}
+    assert responses[0]["response_tokens"] == len(gpt2_tokenizer.encode(book[0]["model_response"]))
+    report = json.loads((out / "import-report.json").read_text())
+    assert report["matched"] == 110
+    assert "imported 110 of 110 responses" in capsys.readouterr().out
+    # No model was needed, so nothing was fine-tuned.
+    assert not (run_env / "results/book/finetune").exists()
+
+
+def test_an_import_with_records_missing_fails_unless_partial_is_allowed(
+        run_env, instruction_data, book_responses, gpt2_tokenizer, capsys):
+    book = json.loads(book_responses.read_text())
+    partial_file = run_env / "some.jsonl"
+    partial_file.write_text("".join(json.dumps(r) + "\n" for r in book[:100]))
+    settings = [f"data.source={instruction_data}"]
+    capsys.readouterr()
+    assert cli("some", "generate", settings, "--from", str(partial_file)) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"evalpipe: error: generate --from {partial_file}: 10 test records "
+                            f"have no response in it (first: id ")
+    assert "--allow-partial" in error and "\n" not in error
+    assert not (run_env / "results/some/generate/responses.jsonl").exists()
+
+    assert cli("some", "generate", settings, "--from", str(partial_file), "--allow-partial") == 0
+    responses = read_jsonl(run_env / "results/some/generate/responses.jsonl")
+    assert len(responses) == 110
+    missing = [r for r in responses if r["stop_reason"] == "missing"]
+    assert len(missing) == 10 and all(r["response"] is None for r in missing)
+
+
+def test_a_response_key_that_is_not_there_is_named(run_env, instruction_data, book_responses,
+                                                    gpt2_tokenizer, capsys):
+    capsys.readouterr()
+    assert cli("key", "generate", [f"data.source={instruction_data}"], "--from",
+               str(book_responses), "--response-key", "answer") == 1
+    error = capsys.readouterr().err
+    assert "answer" in error and str(book_responses) in error
