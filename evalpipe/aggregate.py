@@ -1,12 +1,54 @@
-"""Stage 5, aggregate: summary statistics, plots and an HTML report of the judged scores."""
+"""Stage 5, aggregate: the numbers of one run, its plots, and an HTML report of every item.
+
+Reads what the judge wrote (judge/scores.jsonl, judge/canaries.jsonl, judge/summary.json; see
+docs/records.md) and, when the responses came from a model fine-tuned in this run, the finetune
+stage's summary.json and metrics.jsonl. Writes in results/<run>/aggregate/:
+
+- summary.json  the numbers (see docs/aggregate.md for every key), floats rounded to 4 decimals
+- summary.md    the same numbers as a Markdown table, for a pull request or a notebook
+- report.html   one self-contained page: numbers, plots, and a sortable table of every item
+- scores_histogram.png, score_vs_length.png, loss_curves.png
+
+The mean, median, sd and confidence interval are over the items that carry a score (`scored`
+and `empty`, an empty response scoring 0); failures (`unparseable`, `error`) are counted, never
+silently folded into a number. The statistics themselves live in evalpipe/stats.py, the pictures
+and the page in evalpipe/report.py; this module reads and checks the inputs and puts the
+summary together. Nothing here is slow (110 items), so there is no progress bar.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from evalpipe.config import RunConfig
-from evalpipe.pipeline import NotBuiltYet, RunPaths
+from evalpipe import stats
+from evalpipe.config import ConfigError, RunConfig
+from evalpipe.io import DataError, read_jsonl, write_json, write_text
+from evalpipe.pipeline import RunPaths
 
+SCORES = "judge/scores.jsonl"
+CANARIES = "judge/canaries.jsonl"
+JUDGE_SUMMARY = "judge/summary.json"
+FINETUNE_SUMMARY = "finetune/summary.json"
+FINETUNE_METRICS = "finetune/metrics.jsonl"
+
+HISTOGRAM = "scores_histogram.png"
+SCATTER = "score_vs_length.png"
+LOSSES = "loss_curves.png"  # always written: says "no fine-tuning in this run" when there is none
+PLOTS = (HISTOGRAM, SCATTER, LOSSES)
+
+NO_SCORED_ITEMS = "no scored items"
+
+# The fine-tuning figures set beside the scores (finetune/summary.json, written by finetune.py).
+FINETUNE_KEYS = ("base_model", "base_test_loss", "base_val_loss", "finetuned_test_loss",
+                 "final_val_loss", "best_val_loss", "steps", "tokens_seen", "epochs",
+                 "stopped_early", "train_seconds", "parameters")
+METRIC_KEYS = ("epoch", "tokens_seen", "train_loss", "val_loss")
+JUDGE_KEYS = ("judge", "template", "structured", "options", "repeats")
+DECIMALS = 4
+
+
+# -- the stage's contract with the cache ------------------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("judge",)
@@ -16,13 +58,301 @@ def config_key(config: RunConfig) -> dict:
     return config.section("aggregate")
 
 
+def uses_finetune(config: RunConfig) -> bool:
+    """Whether the judged responses came from a model fine-tuned in this run (the same rule as
+    generate.needs): only then are there fine-tuning figures to show."""
+    return not config.generate.from_file and config.generate.model == "finetuned"
+
+
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
-    return {"judge/scores.jsonl": paths / "judge/scores.jsonl"}
+    files = {SCORES: paths / SCORES, JUDGE_SUMMARY: paths / JUDGE_SUMMARY}
+    if config.judge.canaries:  # the judge writes canaries.jsonl only when asked for canaries
+        files[CANARIES] = paths / CANARIES
+    if uses_finetune(config):
+        files[FINETUNE_SUMMARY] = paths / FINETUNE_SUMMARY
+        files[FINETUNE_METRICS] = paths / FINETUNE_METRICS
+    return files
 
 
 def outputs(config: RunConfig) -> tuple[str, ...]:
-    return ("summary.json", "summary.md", "report.html")
+    return ("summary.json", "summary.md", "report.html", *PLOTS)
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
-    raise NotBuiltYet("aggregate: not built yet (see the aggregate issue)")
+    from evalpipe import report
+
+    if not 0 < config.aggregate.confidence < 1:
+        raise ConfigError(f"aggregate.confidence: must lie between 0 and 1 (0.95 for a 95% "
+                          f"interval), got {config.aggregate.confidence}")
+    files = inputs(config, paths)
+    records = load_scores(files[SCORES])
+    judge_summary = load_judge_summary(files[JUDGE_SUMMARY])
+    canaries = load_canaries(files[CANARIES]) if CANARIES in files else []
+    finetune_summary, metrics = None, None
+    if FINETUNE_SUMMARY in files:
+        finetune_summary = load_finetune_summary(files[FINETUNE_SUMMARY])
+        metrics = load_metrics(files[FINETUNE_METRICS])
+
+    items = item_rows(records)
+    summary = summarize(config, paths.run, items, judge_summary, canaries, finetune_summary)
+
+    out = paths.stage_dir("aggregate")
+    counted = [item for item in items if item["score"] is not None]
+    report.plot_score_histogram([item["score"] for item in counted], out / HISTOGRAM)
+    report.plot_score_vs_length(items, summary["length"]["measure"], out / SCATTER)
+    report.plot_loss_curves(metrics, out / LOSSES)
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", report.render_markdown(summary))
+    images = {name: (out / name).read_bytes() for name in PLOTS}
+    write_text(out / "report.html", report.render_html(summary, items, canaries, images))
+
+    score = summary["score"]
+    if score["mean"] is None:
+        print(f"aggregate: {summary['items']} items, {NO_SCORED_ITEMS}; see {out / 'report.html'}")
+    else:
+        low, high = score["ci"]
+        print(f"aggregate: mean score {score['mean']:.2f} "
+              f"[{low:.2f}, {high:.2f}] over {score['n']} of {summary['items']} items; "
+              f"report in {out / 'report.html'}")
+
+
+# -- reading and checking the inputs ------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_score(where: str, state, score) -> None:
+    """A record's state and score must agree (docs/records.md): an integer 0..100 for
+    scored/empty, null otherwise."""
+    if state not in stats.STATES:
+        raise DataError(f"{where}: field 'state' must be one of {', '.join(stats.STATES)}, "
+                        f"got {state!r}")
+    if state in stats.STATES_WITH_SCORE:
+        if not _is_int(score) or not 0 <= score <= 100:
+            raise DataError(f"{where}: field 'score' must be an integer 0..100 for state "
+                            f"{state!r}, got {score!r}")
+    elif score is not None:
+        raise DataError(f"{where}: field 'score' must be null for state {state!r}, got {score!r}")
+
+
+def load_scores(path: Path) -> list[dict]:
+    """judge/scores.jsonl, checked field by field; an error names the file, the record's
+    index and its id."""
+    records = read_jsonl(path)
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        where = f"{path}: record {index}"
+        for field in ("id", "instruction", "input", "output", "state", "score"):
+            if field not in record:
+                raise DataError(f"{where}: field '{field}' is missing")
+        if not isinstance(record["id"], str) or not record["id"]:
+            raise DataError(f"{where}: field 'id' must be a non-empty string")
+        where = f"{path}: record {index} (id {record['id']})"
+        if record["id"] in seen:
+            raise DataError(f"{where}: the id occurs twice")
+        seen.add(record["id"])
+        for field in ("instruction", "input", "output"):
+            if not isinstance(record[field], str):
+                raise DataError(f"{where}: field '{field}' must be a string")
+        for field in ("response", "reason"):
+            if record.get(field) is not None and not isinstance(record[field], str):
+                raise DataError(f"{where}: field '{field}' must be a string or null")
+        tokens = record.get("response_tokens")
+        if tokens is not None and (not _is_int(tokens) or tokens < 0):
+            raise DataError(f"{where}: field 'response_tokens' must be a count or null, "
+                            f"got {tokens!r}")
+        _check_score(where, record["state"], record["score"])
+        repeats = record.get("repeats")
+        if repeats is not None:
+            if not isinstance(repeats, list) or not all(isinstance(r, dict) for r in repeats):
+                raise DataError(f"{where}: field 'repeats' must be a list of objects")
+            for number, repeat in enumerate(repeats):
+                _check_score(f"{where}: repeat {number}", repeat.get("state"), repeat.get("score"))
+    return records
+
+
+def load_canaries(path: Path) -> list[dict]:
+    records = read_jsonl(path)
+    for index, record in enumerate(records):
+        where = f"{path}: record {index}"
+        if record.get("canary") not in ("good", "bad"):
+            raise DataError(f"{where}: field 'canary' must be 'good' or 'bad', "
+                            f"got {record.get('canary')!r}")
+        for field in ("state", "score"):
+            if field not in record:
+                raise DataError(f"{where}: field '{field}' is missing")
+        _check_score(where, record["state"], record["score"])
+    return records
+
+
+def load_json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return value
+
+
+def _require_keys(path: Path, value: dict, keys: tuple[str, ...], what: str = "") -> None:
+    for key in keys:
+        if key not in value:
+            raise DataError(f"{path}: {what}key '{key}' is missing")
+
+
+def load_judge_summary(path: Path) -> dict:
+    summary = load_json_object(path)
+    _require_keys(path, summary, JUDGE_KEYS)
+    if not isinstance(summary["judge"], dict):
+        raise DataError(f"{path}: key 'judge' must be an object (backend, model, digest)")
+    return summary
+
+
+def load_finetune_summary(path: Path) -> dict:
+    summary = load_json_object(path)
+    _require_keys(path, summary, FINETUNE_KEYS)
+    return summary
+
+
+def load_metrics(path: Path) -> list[dict]:
+    metrics = read_jsonl(path)
+    for index, record in enumerate(metrics):
+        _require_keys(path, record, METRIC_KEYS, f"record {index}: ")
+    return metrics
+
+
+# -- the numbers --------------------------------------------------------------------------------
+
+def response_words(response: str | None) -> int:
+    return len((response or "").split())
+
+
+def item_rows(records: list[dict]) -> list[dict]:
+    """One row per item with what the report and the statistics need, in test order."""
+    items = []
+    for index, record in enumerate(records):
+        repeats = record.get("repeats") or []
+        items.append({
+            "index": index,
+            "id": record["id"],
+            "instruction": record["instruction"],
+            "input": record["input"],
+            "reference": record["output"],
+            "response": record.get("response"),
+            "response_tokens": record.get("response_tokens"),
+            "response_words": response_words(record.get("response")),
+            "state": record["state"],
+            "score": record["score"],
+            "reason": record.get("reason"),
+            "error": record.get("error"),
+            "repeat_scores": [repeat.get("score") for repeat in repeats],
+            "f1": stats.token_f1(record.get("response"), record["output"]),
+        })
+    return items
+
+
+def length_measure(items: list[dict]) -> str:
+    """`response_tokens` when every item has it, else `words` (whitespace words) for all items:
+    a correlation over a mix of tokens and words would rank items on two scales at once."""
+    if all(item["response_tokens"] is not None for item in items):
+        return "response_tokens"
+    return "words"
+
+
+def item_length(item: dict, measure: str) -> int:
+    return item["response_tokens"] if measure == "response_tokens" else item["response_words"]
+
+
+def _rounded(value):
+    """Floats to DECIMALS places, everywhere in a nested value (so summary.json reads well and
+    the report shows exactly the numbers summary.json holds)."""
+    if isinstance(value, float):
+        return round(value, DECIMALS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary: dict,
+              canaries: list[dict], finetune_summary: dict | None) -> dict:
+    """Every number of the run, as written to summary.json (docs/aggregate.md)."""
+    settings = config.aggregate
+    states = {state: sum(item["state"] == state for item in items) for state in stats.STATES}
+    counted = [item["score"] for item in items if item["state"] in stats.STATES_WITH_SCORE]
+    # Correlations use only the items the judge really read: empty responses score 0 without
+    # a judge, and would make any judge look as if it agreed with length and overlap.
+    judged = [item for item in items if item["state"] == "scored"]
+    judged_scores = [item["score"] for item in judged]
+    measure = length_measure(items)
+
+    repeat_counts = {len(item["repeat_scores"]) for item in items if item["repeat_scores"]}
+    consistency = stats.self_consistency([item["repeat_scores"] for item in items])
+    if consistency is not None:
+        consistency = {"repeats": max(repeat_counts), **consistency}
+
+    finetune = None
+    if finetune_summary is not None:
+        finetune = {key: finetune_summary[key] for key in FINETUNE_KEYS}
+
+    summary = {
+        "run": run_name,
+        "items": len(items),
+        "states": states,
+        "note": None if counted else NO_SCORED_ITEMS,
+        "score": {
+            "n": len(counted),
+            "mean": stats.mean(counted),
+            "median": stats.median(counted),
+            "sd": stats.sd(counted),
+            "min": min(counted) if counted else None,
+            "max": max(counted) if counted else None,
+            "ci": stats.bootstrap_ci(counted, settings.bootstrap_resamples, settings.seed,
+                                     settings.confidence),
+            "confidence": settings.confidence,
+            "resamples": settings.bootstrap_resamples,
+            "seed": settings.seed,
+        },
+        "book_average": {
+            "average": stats.book_average([item["state"] for item in items],
+                                          [item["score"] for item in items]),
+            "counted": states["scored"] + states["empty"],
+            "dropped": states["unparseable"] + states["error"],
+        },
+        "overlap_f1": {
+            "mean": stats.mean([item["f1"] for item in items]),
+            "n": len(items),
+            "spearman_with_score": stats.spearman([item["f1"] for item in judged],
+                                                  judged_scores),
+            "spearman_n": len(judged),
+        },
+        "length": {
+            "measure": measure,
+            "mean": stats.mean([item_length(item, measure) for item in items]),
+            "spearman_with_score": stats.spearman([item_length(item, measure) for item in judged],
+                                                  judged_scores),
+            "spearman_n": len(judged),
+        },
+        "canaries": stats.canary_summary(canaries),
+        "self_consistency": consistency,
+        "finetune": finetune,
+        "judge": {
+            "backend": judge_summary["judge"].get("backend"),
+            "model": judge_summary["judge"].get("model"),
+            "digest": judge_summary["judge"].get("digest"),
+            "template": judge_summary["template"],
+            "structured": judge_summary["structured"],
+            "options": judge_summary["options"],
+            "repeats": judge_summary["repeats"],
+        },
+    }
+    return _rounded(summary)

@@ -24,6 +24,18 @@ class DataError(EvalpipeError):
     """Input data that cannot be used; the message names the file and the record."""
 
 
+
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which is not safe
+    # while other threads create files.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
@@ -36,6 +48,8 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); a result is an ordinary file (0666 - umask).
+        os.chmod(tmp_name, 0o666 & ~UMASK)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

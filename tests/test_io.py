@@ -61,3 +61,13 @@ def test_appender_survives_a_line_cut_short(tmp_path):
         appender.write({"id": 3})
     assert read_partial_jsonl(path) == [{"id": 1}, {"id": 2}, {"id": 3}]
     assert read_jsonl(path) == [{"id": 1}, {"id": 2}, {"id": 3}]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from evalpipe.io import UMASK, write_text
+
+    write_text(tmp_path / "report.html", "<p>hi</p>")
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert os.umask(UMASK) == UMASK  # reading it at import left the process's umask as it was
