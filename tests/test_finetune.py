@@ -42,6 +42,7 @@ def test_finetune_writes_a_model_that_loads_and_a_lower_loss(run_env, instructio
     assert summary["steps"] == 6
     assert summary["tokens_seen"] > 0
     assert summary["finetuned_test_loss"] < summary["base_test_loss"]
+    assert summary["final_val_loss"] < summary["base_val_loss"]
     assert summary["stopped_early"] is False
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [3, 6]
@@ -123,3 +124,15 @@ def test_masking_the_instruction_changes_what_the_loss_counts(run_env, instructi
     masked = json.loads((run_env / "results/masked/finetune/summary.json").read_text())
     # Same base weights (same seed), fewer target tokens: a different base test loss.
     assert plain["base_test_loss"] != masked["base_test_loss"]
+
+
+def test_bfloat16_autocast_trains_and_saves_float32_weights(run_env, instruction_data,
+                                                            gpt2_tokenizer):
+    settings = overrides(instruction_data, "finetune.dtype=bfloat16", "finetune.max_steps=3",
+                         "finetune.eval_interval=0")
+    assert cli("bf16", "finetune", settings) == 0
+    out = run_env / "results/bf16/finetune"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finetuned_test_loss"] < summary["base_test_loss"]
+    loaded = load_finetuned(out)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
