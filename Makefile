@@ -30,7 +30,8 @@ prepare finetune generate judge aggregate evaluate status: setup
 	$(EVALPIPE) $@ $(ARGS)
 
 compare: setup
-	$(EVALPIPE) compare $(RUNS)
+	$(if $(strip $(RUNS)),,$(error give the runs to compare: make compare RUNS="a b c"))
+	$(EVALPIPE) compare $(RUNS) $(if $(NAME),--name $(NAME))
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", parents=[common], help="each stage: done, stale or missing")
     clean = commands.add_parser("clean", parents=[common], help="delete a stage's outputs")
     clean.add_argument("stage", choices=[*STAGE_NAMES, "all"])
+    compare = commands.add_parser(
+        "compare", help="leaderboard of runs judged on the same test items (docs/compare.md)")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run names: results/<run>/")
+    compare.add_argument("--name", help="results/compare-<name>/ (default: RUN-vs-RUN...)")
+    compare.add_argument("--results", help="results folder (default results/ or $EVALPIPE_RESULTS)")
+    compare.add_argument("--seed", type=int, default=123, help="bootstrap seed (default 123)")
+    compare.add_argument("--resamples", type=int, default=2000,
+                         help="bootstrap resamples (default 2000)")
     return parser
 
 
@@ -77,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "compare":  # works on finished runs: no configuration of its own
+        from evalpipe.compare import compare_runs, print_leaderboard
+
+        print_leaderboard(compare_runs(args.runs, args.results, args.name, args.resamples,
+                                       args.seed))
+        return 0
     overrides = list(args.overrides)
     if args.command == "generate":
         if args.from_file:
