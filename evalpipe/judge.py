@@ -1,12 +1,66 @@
-"""Stage 4, judge: an LLM scores every response."""
+"""Stage 4, judge: an LLM scores every response, completely and reproducibly.
+
+For every record of generate/responses.jsonl the judge prompt (evalpipe/prompts.py) is sent to
+the judge backend (evalpipe/backends.py) and the reply is parsed into a score. Every item ends
+in exactly one state, none is dropped:
+  scored       the reply held a valid score
+  empty        the response was empty or missing: score 0, the judge is not asked (the book's rule)
+  unparseable  the reply held no valid score; the raw reply is kept
+  error        the request failed for good (after retries on transient errors); message kept
+
+Three things make the scores cheap to redo and safe to interrupt:
+- the judgment cache (SQLite, shared by every run under results/): the raw reply to a request,
+  keyed by the SHA-256 of backend, model digest, rendered prompt, options and schema. Same
+  settings, same model: the judge is not asked again. Replies are parsed on every run, so a new
+  parsing rule re-reads cached replies without asking. Errors are never cached.
+- judge/scores.partial.jsonl: each finished record is appended and flushed at once, tagged
+  with a run key, so Ctrl-C or a crash loses no finished judgment and a rerun only asks for
+  what is missing. Records in state `error` are not finished: a rerun asks again.
+- canaries: a few known answers (the reference output as the response: should score high;
+  another item's reference output: should score low), judged exactly like the items and
+  reported apart, to flag a judge that is not reading.
+
+The pieces a judge of several runs at once ("together" mode, `evalpipe compare`) reuses:
+`open_judge` (preflight + cache + backend), `Judge.ask` (cache, retries, timing) and
+`judge_prompt` (ask + parse).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
-from evalpipe.config import RunConfig
-from evalpipe.pipeline import NotBuiltYet, RunPaths
+from evalpipe.config import JudgeConfig, RunConfig
+from evalpipe.errors import EvalpipeError
+from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file, sha256_json
+from evalpipe.io import write_json, write_jsonl
+from evalpipe.pipeline import RunPaths
+from evalpipe.prompts import parse_reply, render, schema
 
+SCORES = "scores.jsonl"
+CANARIES = "canaries.jsonl"
+SUMMARY = "summary.json"
+PARTIAL = "scores.partial.jsonl"
+CACHE_NAME = "judge-cache.sqlite"
+STATES = ("scored", "empty", "unparseable", "error")
+CANARY_ITEMS = 5  # canaries are made from the first min(5, n) test items
+
+# Backoff before retry number r (0-based) is RETRY_BASE_DELAY * 2**r seconds, at most
+# RETRY_MAX_DELAY. Tests make it small through EVALPIPE_JUDGE_RETRY_DELAY.
+RETRY_BASE_DELAY = 1.0
+RETRY_MAX_DELAY = 30.0
+
+
+# -- the stage's contract with the cache ------------------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("generate",)
@@ -23,8 +77,382 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
 
 
 def outputs(config: RunConfig) -> tuple[str, ...]:
-    return ("scores.jsonl", "summary.json")
+    return (SCORES, CANARIES, SUMMARY)
+
+
+# -- the judgment cache -------------------------------------------------------------------------
+
+def cache_key(identity, prompt: str, options: dict, schema: dict | None) -> str:
+    """SHA-256 of everything that decides the judge's reply. The server's address is not in
+    it: the same model (by digest) answers the same wherever it runs."""
+    return sha256_json({"backend": identity.backend, "digest": identity.digest,
+                        "prompt": prompt, "options": options, "schema": schema})
+
+
+class JudgmentCache:
+    """Raw judge replies in SQLite, shared by runs and by threads (one connection, a lock;
+    WAL so that several evalpipe processes can use one file)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, "
+                             "raw TEXT NOT NULL, backend TEXT, model TEXT, created TEXT)")
+        except sqlite3.DatabaseError as err:
+            raise EvalpipeError(f"judgment cache {self.path}: {err}; delete it or set "
+                                "judge.cache to another file") from None
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM replies WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, raw: str, identity) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, datetime('now'))",
+                (key, raw, identity.backend, identity.model))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def cache_path(config: RunConfig, paths: RunPaths) -> Path:
+    return Path(config.judge.cache).expanduser() if config.judge.cache else (
+        paths.results / CACHE_NAME)
+
+
+# -- asking: cache, backend, retries ------------------------------------------------------------
+
+@dataclass
+class Answer:
+    """The outcome of one request: a raw reply (from the judge or the cache) or an error."""
+
+    raw: str | None
+    error: str | None
+    seconds: float  # wall time including retries; 0 when answered from the cache
+    cached: bool
+
+
+@dataclass
+class Judgment:
+    """One parsed judgment of one prompt."""
+
+    state: str  # scored, unparseable or error (empty is decided before asking)
+    score: int | None
+    reason: str | None
+    raw: str | None
+    error: str | None
+    seconds: float
+    cached: bool
+
+
+def retry_base_delay() -> float:
+    return float(os.environ.get("EVALPIPE_JUDGE_RETRY_DELAY", RETRY_BASE_DELAY))
+
+
+class Judge:
+    """A preflighted backend with its cache: asks one prompt at a time, from any thread."""
+
+    def __init__(self, backend, identity, cache: JudgmentCache, *, retries: int):
+        self.backend = backend
+        self.identity = identity
+        self.cache = cache
+        self.retries = retries
+
+    def ask(self, prompt: str, options: dict, schema: dict | None = None) -> Answer:
+        """The judge's raw reply to `prompt`: from the cache if it was asked before, else from
+        the backend, retrying transient failures with exponential backoff."""
+        from evalpipe.backends import JudgeError, JudgeRequest, TransientJudgeError
+
+        key = cache_key(self.identity, prompt, options, schema)
+        raw = self.cache.get(key)
+        if raw is not None:
+            return Answer(raw, None, 0.0, True)
+        clock = time.monotonic()
+        request = JudgeRequest(prompt=prompt, options=dict(options), schema=schema)
+        for attempt in range(self.retries + 1):
+            try:
+                raw = self.backend.ask(request)
+                break
+            except TransientJudgeError as err:
+                if attempt == self.retries:
+                    return Answer(None, f"{err} (after {attempt + 1} attempts)",
+                                  round(time.monotonic() - clock, 3), False)
+                time.sleep(min(retry_base_delay() * 2 ** attempt, RETRY_MAX_DELAY))
+            except JudgeError as err:
+                return Answer(None, str(err), round(time.monotonic() - clock, 3), False)
+        self.cache.put(key, raw, self.identity)
+        return Answer(raw, None, round(time.monotonic() - clock, 3), False)
+
+
+def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
+                 options: dict) -> Judgment:
+    """Ask `prompt` (rendered with `template`) and parse the reply."""
+    answer = judge.ask(prompt, options, schema(template) if structured else None)
+    if answer.error is not None:
+        return Judgment("error", None, None, None, answer.error, answer.seconds, answer.cached)
+    parsed = parse_reply(template, structured, answer.raw)
+    return Judgment(parsed.state, parsed.score, parsed.reason, answer.raw, None,
+                    answer.seconds, answer.cached)
+
+
+@contextmanager
+def open_judge(config: RunConfig, paths: RunPaths) -> Iterator[Judge]:
+    """Preflight the backend and open the cache. A failed preflight is one line saying what
+    to run; nothing else has happened yet."""
+    from evalpipe.backends import JudgeError, make_backend
+
+    backend = make_backend(config.judge)
+    try:
+        try:
+            identity = backend.preflight()
+        except JudgeError as err:
+            raise EvalpipeError(f"judge: {err}") from None
+        cache = JudgmentCache(cache_path(config, paths))
+        try:
+            yield Judge(backend, identity, cache, retries=config.judge.retries)
+        finally:
+            cache.close()
+    finally:
+        backend.close()
+
+
+def repeat_options(settings: JudgeConfig, repeat: int) -> dict:
+    """The options of repeat number `repeat` (0-based): judge.options with seed + repeat.
+    A single judgment sends the options as configured."""
+    options = dict(settings.options)
+    if settings.repeats > 1:
+        options["seed"] = int(options.get("seed", 123)) + repeat
+    return options
+
+
+# -- the stage ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One record to judge: a test item, or a canary made from one."""
+
+    key: str  # the item's id, or "canary:good:<id>" / "canary:bad:<id>"
+    record: dict  # what is rendered: instruction, input, output, response
+
+
+def is_empty(response: str | None) -> bool:
+    return response is None or not response.strip()
+
+
+# Replies that look like an answer but say nothing: a judge that reads scores them near 0.
+EMPTY_LOOKING = ("N/A", "...", "I don't know.", "None", "### Response:")
+
+
+def make_canaries(items: list[dict]) -> list[Job]:
+    """For the first min(5, n) items: the reference output as the response (good), and an
+    empty-looking reply (bad; EMPTY_LOOKING in turn). Both flag a judge that is not reading:
+    it would give the two kinds alike."""
+    jobs = []
+    for index, item in enumerate(items[:CANARY_ITEMS]):
+        base = {key: item[key] for key in ("instruction", "input", "output")}
+        jobs.append(Job(f"canary:good:{item['id']}",
+                        {"canary": "good", "item_id": item["id"], **base,
+                         "response": item["output"]}))
+        jobs.append(Job(f"canary:bad:{item['id']}",
+                        {"canary": "bad", "item_id": item["id"], **base,
+                         "response": EMPTY_LOOKING[index % len(EMPTY_LOOKING)]}))
+    return jobs
+
+
+def judge_fields(settings: JudgeConfig, identity, judgments: list[Judgment] | None,
+                 prompt: str | None, seeds: list) -> dict:
+    """The fields the judge adds to a record (docs/records.md). `judgments` is None for an
+    empty response (not asked)."""
+    if judgments is None:
+        first = Judgment("empty", 0, None, None, None, 0.0, False)
+        judgments = [first] * len(seeds)
+    first = judgments[0]
+    fields = {
+        "state": first.state, "score": first.score, "reason": first.reason,
+        "raw_reply": first.raw, "error": first.error,
+        "judge_backend": identity.backend, "judge_model": identity.model,
+        "judge_digest": identity.digest, "judge_template": settings.template,
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest() if prompt else None,
+        "judge_seconds": first.seconds, "cached": first.cached,
+    }
+    if settings.repeats > 1:
+        fields["repeats"] = [{"seed": seed, "state": j.state, "score": j.score,
+                              "raw_reply": j.raw} for seed, j in zip(seeds, judgments)]
+    return fields
+
+
+def is_finished(record: dict) -> bool:
+    """A record that need not be asked again: no judgment of it ended in error."""
+    if record["state"] == "error":
+        return False
+    return all(r["state"] != "error" for r in record.get("repeats", []))
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
-    raise NotBuiltYet("judge: not built yet (see the judge issue)")
+    settings = config.judge
+    if settings.mode == "together":
+        raise EvalpipeError("judge.mode = 'together' judges several runs at once: "
+                            "use 'evalpipe compare'")
+    responses_path = paths / "generate/responses.jsonl"
+    items = read_jsonl(responses_path)
+    for index, item in enumerate(items):
+        for field in ("id", "instruction", "input", "output", "response"):
+            if field not in item:
+                raise EvalpipeError(f"{responses_path}: record {index}: field '{field}' "
+                                    "is missing")
+        if not isinstance(item["response"], (str, type(None))):
+            raise EvalpipeError(f"{responses_path}: record {index}: field 'response' must be "
+                                f"a string or null, got {type(item['response']).__name__}")
+    out = paths.stage_dir("judge")
+    clock = time.monotonic()
+
+    with open_judge(config, paths) as judge:
+        identity = judge.identity
+        # A partial record counts only if it was made from the same responses, by the same
+        # judge model, with the same settings.
+        run_key = sha256_json({"config": config_key(config), "judge": asdict(identity),
+                               "responses": sha256_file(responses_path)})
+        jobs = [Job(item["id"], item) for item in items]
+        if settings.canaries:
+            jobs += make_canaries(items)
+        done: dict[str, dict] = {}
+        for record in read_partial_jsonl(out / PARTIAL):
+            if record.get("_run_key") == run_key and is_finished(record):
+                done[record["_job"]] = record
+        if done:
+            print(f"judge: resuming, {len(done)} of {len(jobs)} judgments already done")
+        for job in jobs:
+            if job.key not in done and is_empty(job.record["response"]):
+                done[job.key] = {**job.record, **judge_fields(
+                    settings, identity, None, None, seeds_of(settings))}
+        todo = [job for job in jobs if job.key not in done]
+        _judge_jobs(judge, settings, todo, done, out / PARTIAL, run_key, total=len(jobs))
+
+    scored = [_clean(done[item["id"]]) for item in items]
+    canaries = [_clean(done[job.key]) for job in jobs[len(items):]]
+    summary = make_summary(settings, identity, scored, canaries,
+                           seconds=round(time.monotonic() - clock, 3))
+    write_jsonl(out / SCORES, scored)
+    write_jsonl(out / CANARIES, canaries)
+    write_json(out / SUMMARY, summary)
+    (out / PARTIAL).unlink(missing_ok=True)
+    print(summary_line(summary))
+    errors = [r for r in scored if r["state"] == "error"]
+    if errors:
+        print(f"judge: {len(errors)} items ended in error (first: id {errors[0]['id']}: "
+              f"{errors[0]['error']}); 'evalpipe judge --force' asks for them again, "
+              "the rest comes from the judgment cache")
+
+
+def seeds_of(settings: JudgeConfig) -> list:
+    return [repeat_options(settings, r).get("seed") for r in range(settings.repeats)]
+
+
+def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict[str, dict],
+                partial_path: Path, run_key: str, *, total: int) -> None:
+    """Ask every request of `todo` (a job has judge.repeats requests), judge.concurrency at a
+    time; each job's record is appended to the partial file as soon as all its requests are
+    back. Only this (the main) thread writes."""
+    from tqdm import tqdm
+
+    prompts = {job.key: render(settings.template, job.record, structured=settings.structured)
+               for job in todo}
+    pending: dict[str, list[Judgment | None]] = {job.key: [None] * settings.repeats
+                                                 for job in todo}
+    by_key = {job.key: job for job in todo}
+    states = Counter(record["state"] for record in done.values())
+    progress = tqdm(total=total, initial=len(done), desc="judge", unit="item")
+    progress.set_postfix(states, refresh=False)
+    executor = ThreadPoolExecutor(max_workers=settings.concurrency,
+                                  thread_name_prefix="judge")
+    try:
+        with JsonlAppender(partial_path) as partial:
+            futures = {}
+            for job in todo:
+                for repeat in range(settings.repeats):
+                    future = executor.submit(judge_prompt, judge, settings.template,
+                                             settings.structured, prompts[job.key],
+                                             repeat_options(settings, repeat))
+                    futures[future] = (job.key, repeat)
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key, repeat = futures[future]
+                    pending[key][repeat] = future.result()
+                    if any(j is None for j in pending[key]):
+                        continue
+                    record = {**by_key[key].record, **judge_fields(
+                        settings, judge.identity, pending.pop(key), prompts[key],
+                        seeds_of(settings))}
+                    partial.write({**record, "_job": key, "_run_key": run_key})
+                    done[key] = record
+                    states[record["state"]] += 1
+                    progress.update(1)
+                    progress.set_postfix(states, refresh=False)
+    finally:
+        # On Ctrl-C, do not start what is still queued; requests in flight end by their
+        # timeout at the latest.
+        executor.shutdown(wait=False, cancel_futures=True)
+        progress.close()
+
+
+def _clean(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("_job", "_run_key")}
+
+
+def _mean(values: list[int]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: list[dict],
+                 *, seconds: float) -> dict:
+    """summary.json (docs/records.md): counts per state, who judged, how, the canaries."""
+    canary_summary = {"enabled": settings.canaries}
+    for kind in ("good", "bad"):
+        of_kind = [c for c in canaries if c["canary"] == kind]
+        canary_summary[f"{kind}_mean"] = _mean([c["score"] for c in of_kind
+                                                if c["state"] == "scored"])
+        canary_summary[kind] = {state: sum(c["state"] == state for c in of_kind)
+                                for state in STATES}
+    # Records (items and canaries) whose judgment was read from the cache, not asked.
+    cache_hits = sum(bool(r["cached"]) for r in scored + canaries)
+    return {
+        "items": len(scored),
+        "states": {state: sum(r["state"] == state for r in scored) for state in STATES},
+        "judge": {"backend": identity.backend, "model": identity.model,
+                  "digest": identity.digest},
+        "template": settings.template,
+        "structured": settings.structured,
+        "options": dict(settings.options),
+        "repeats": settings.repeats,
+        "canaries": canary_summary,
+        "cache_hits": cache_hits,
+        "seconds": seconds,
+    }
+
+
+def summary_line(summary: dict) -> str:
+    states = ", ".join(f"{n} {state}" for state, n in summary["states"].items())
+    line = f"judge: {summary['items']} items: {states}"
+    canaries = summary["canaries"]
+    if canaries["enabled"]:
+        line += (f"; canaries: good mean {_fmt(canaries['good_mean'])}, "
+                 f"bad mean {_fmt(canaries['bad_mean'])}")
+    return line + f"; {summary['cache_hits']} from the judgment cache"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"

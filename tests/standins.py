@@ -216,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps connections alive as httpx expects; every answer sends Content-Length
     # or is chunked.
     protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY every answer waits ~40 ms for the client's delayed ACK (Nagle).
+    disable_nagle_algorithm = True
     server_version = "evalpipe-standin"
     standin: "_StandInServer"  # set on the per-server subclass
 

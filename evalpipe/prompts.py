@@ -1,0 +1,241 @@
+"""The thing that scores: the judge's prompts, their JSON schemas, and how a reply becomes a score.
+
+Two prompt templates (`judge.template`):
+  book    the book's chapter 7 prompt, word for word: a 0-100 score, "the integer number only".
+  rubric  a reference-guided 1-5 rubric with a one-sentence reason; the grade is mapped to
+          0-100 as 1->0, 2->25, 3->50, 4->75, 5->100, so both templates give scores on one scale.
+
+With `judge.structured = true` the judge is also sent a JSON schema (`score`, `reason`) and the
+prompt's last sentence asks for that JSON instead of free text; the reply must then be exactly
+such an object. Without it the score is read from free text by the rule in `parse_reply`,
+documented with examples in docs/judge.md. A score outside the scale is never clamped: the reply
+is `unparseable`, because a judge that answers 150 on a 0-100 scale did not follow the prompt,
+and clamping it to 100 would hide that.
+
+Parsing works on the raw reply only, so a changed rule re-parses cached replies without asking
+the judge again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from evalpipe.templates import TEMPLATES
+
+TEMPLATE_NAMES = ("book", "rubric")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What the judge is asked to answer with, and how that maps to a 0-100 score."""
+
+    low: int
+    high: int
+
+    def to_score(self, value: int) -> int:
+        """Map a value on this scale linearly to 0-100 (exact for the two scales used)."""
+        return (value - self.low) * 100 // (self.high - self.low)
+
+
+SCALES = {"book": Scale(0, 100), "rubric": Scale(1, 5)}
+
+
+def format_input(record: dict) -> str:
+    """The book's `format_input`: the Alpaca prompt (preamble, instruction, optional input)
+    without the response part. Always Alpaca, whatever `data.template` the model was trained
+    with: the judge reads the task, not the model's prompt format."""
+    return TEMPLATES["alpaca"].prompt(record)
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+BOOK_FREE_TEXT_ENDING = "Respond with the integer number only."
+BOOK_STRUCTURED_ENDING = (
+    'Respond with a JSON object only: {"score": <the integer score>, '
+    '"reason": "<one sentence saying why>"}.'
+)
+
+RUBRIC_GRADES = """\
+5 - correct and complete: it says what the reference answer says (the wording may differ)
+4 - correct, with a minor omission or imprecision
+3 - partly correct: an important part is missing or wrong
+2 - mostly wrong, but related to the task
+1 - wrong, off-topic, or empty"""
+
+RUBRIC_FREE_TEXT_ENDING = """\
+Reply in exactly this form:
+Grade: <1, 2, 3, 4 or 5>
+Reason: <one sentence saying why>"""
+
+RUBRIC_STRUCTURED_ENDING = (
+    'Reply with a JSON object only: {"score": <the grade, 1 to 5>, '
+    '"reason": "<one sentence saying why>"}.'
+)
+
+
+def render(template: str, record: dict, *, structured: bool = False) -> str:
+    """The prompt that asks the judge to score `record["response"]` against
+    `record["output"]` for the task in `record["instruction"]` / `record["input"]`."""
+    if template == "book":
+        # The book's prompt (chapter 7, `generate_model_scores`), character for character.
+        ending = BOOK_STRUCTURED_ENDING if structured else BOOK_FREE_TEXT_ENDING
+        return (
+            f"Given the input `{format_input(record)}` "
+            f"and correct output `{record['output']}`, "
+            f"score the model response `{record['response']}`"
+            f" on a scale from 0 to 100, where 100 is the best score. "
+            f"{ending}"
+        )
+    if template == "rubric":
+        ending = RUBRIC_STRUCTURED_ENDING if structured else RUBRIC_FREE_TEXT_ENDING
+        return (
+            "You are grading a response to a task against a reference answer.\n\n"
+            f"Task:\n{format_input(record)}\n\n"
+            f"Reference answer:\n{record['output']}\n\n"
+            f"Response to grade:\n{record['response']}\n\n"
+            "Grade the response from 1 to 5:\n"
+            f"{RUBRIC_GRADES}\n\n"
+            f"{ending}"
+        )
+    raise ValueError(f"unknown judge template {template!r} (known: {', '.join(TEMPLATE_NAMES)})")
+
+
+REASON_MAX_CHARS = 200
+
+
+def schema(template: str) -> dict:
+    """The JSON schema sent with `judge.structured = true` (Ollama `format`, OpenAI
+    `response_format`, a llama.cpp grammar)."""
+    scale = SCALES[template]
+    return {
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": scale.low, "maximum": scale.high},
+            # One sentence. The bound also lets a grammar-constrained judge (llama.cpp)
+            # always close the JSON within a modest token limit.
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+        },
+        "required": ["score", "reason"],
+    }
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Parsed:
+    state: str  # "scored" or "unparseable"
+    score: int | None  # 0..100 (rubric grades already mapped), None when unparseable
+    reason: str | None
+
+
+UNPARSEABLE = Parsed("unparseable", None, None)
+
+
+def parse_reply(template: str, structured: bool, text: str | None) -> Parsed:
+    """Read the score from a judge's reply; see docs/judge.md, "Reading the score"."""
+    scale = SCALES[template]
+    if text is None:
+        return UNPARSEABLE
+    value, reason = (_read_json if structured else _read_free_text)(text, scale)
+    if value is None or not scale.low <= value <= scale.high:
+        return UNPARSEABLE
+    return Parsed("scored", scale.to_score(value), reason)
+
+
+def _read_json(text: str, scale: Scale) -> tuple[int | None, str | None]:
+    """Structured replies: exactly one JSON object (whitespace around it allowed) whose
+    `score` is a JSON integer; `reason` is kept when it is a string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(value, dict):
+        return None, None
+    score = value.get("score")
+    # bool is an int in Python, and 85.0 is not what the schema asked for.
+    if not isinstance(score, int) or isinstance(score, bool):
+        return None, None
+    reason = value.get("reason")
+    return score, reason.strip() if isinstance(reason, str) else None
+
+
+BARE_INTEGER = re.compile(r"[+-]?\d+")
+# A number token: digits, with any decimal or thousands parts glued on, so that "85.5" and
+# "1,000" are seen whole (and then rejected as not an integer) rather than as 85 and 5.
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2212"
+# A label right before a number makes it the score the judge meant: "Score: 85",
+# "**Grade:** 4", "my rating is 70", "a score of 90".
+LABEL = re.compile(r"\b(?:score|grade|rating)\s*(?:[:=]|\bis\b|\bof\b)?[\s*:=]*$", re.IGNORECASE)
+_DASH = f"[{DASHES}]"
+RANGE_END = re.compile(rf"\d(?:\s*{_DASH}\s*|\s+to\s+)$", re.IGNORECASE)
+RANGE_START = re.compile(rf"(?:\s*{_DASH}\s*|\s+to\s+)\d", re.IGNORECASE)
+FRACTION_END = re.compile(r"(?:/\s*|\bout\s+of\s+)$", re.IGNORECASE)
+FRACTION_START = re.compile(r"(?:\s*/\s*|\s+out\s+of\s+)(\d+)(?![\d.,])", re.IGNORECASE)
+LIST_MARKER = re.compile(r"^[ \t]*(\d+)[.)][ \t]+\S", re.MULTILINE)
+REASON = re.compile(r"^\W*reason\W*[:=]\**\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class _Integer:
+    value: int
+    labelled: bool
+
+
+def _read_free_text(text: str, scale: Scale) -> tuple[int | None, str | None]:
+    """Free-text replies, in order:
+    1. the whole reply (stripped) is an integer: that is the value, in range or not;
+    2. else the last integer that stands on its own and follows a label ("Score:", "Grade:",
+       "rating is", "score of"): that is the value, in range or not;
+    3. else the last integer that stands on its own and lies in the scale's range.
+    A reason is the text after a "Reason:" at the start of a line, if any."""
+    reason_match = REASON.findall(text)
+    reason = reason_match[-1].strip() if reason_match else None
+    stripped = text.strip()
+    if BARE_INTEGER.fullmatch(stripped):
+        return int(stripped), reason
+    integers = standalone_integers(text, scale.high)
+    labelled = [i for i in integers if i.labelled]
+    if labelled:
+        return labelled[-1].value, reason
+    in_range = [i for i in integers if scale.low <= i.value <= scale.high]
+    if in_range:
+        return in_range[-1].value, reason
+    return None, reason
+
+
+def standalone_integers(text: str, top: int) -> list[_Integer]:
+    """The integers in `text` that stand on their own, in order. Not on their own: a part of
+    a decimal (85.5) or of a number with thousands separators (1,000); a number glued to a
+    letter (GPT4, 3rd, 2x); a negative number (-5); either end of a range (80-90, 80 - 90,
+    0 to 100); the markers of a numbered list (two or more lines starting "1. ", "2) ", ...);
+    a fraction or "N out of M", unless M is `top`, the top of the scale asked for: then N
+    stands for itself (85/100 is 85), because a score on the asked scale needs no conversion,
+    while 8/10 would need a rescaling that the judge was not asked to leave to us."""
+    list_markers = {m.start(1) for m in LIST_MARKER.finditer(text)}
+    if len(list_markers) < 2:
+        list_markers = set()  # one line starting "85. The response ..." is a score, not a list
+    found = []
+    for match in NUMBER.finditer(text):
+        token, start = match.group(), match.start()
+        # A window around the number is all the rules look at (and keeps long replies fast).
+        before, after = text[max(0, start - 40):start], text[match.end():match.end() + 40]
+        if "." in token or "," in token:
+            continue  # not an integer
+        if before[-1:].isalpha() or before[-1:] == "_" or after[:1].isalpha() or after[:1] == "_":
+            continue  # part of a word
+        if before and before[-1] in DASHES:
+            continue  # a negative number, or the end of a range written without spaces
+        if RANGE_END.search(before) or RANGE_START.match(after):
+            continue
+        if FRACTION_END.search(before):
+            continue  # a denominator
+        denominator = FRACTION_START.match(after)
+        if denominator and int(denominator.group(1)) != top:
+            continue
+        if start in list_markers:
+            continue
+        found.append(_Integer(int(token), bool(LABEL.search(before))))
+    return found

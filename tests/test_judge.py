@@ -1,0 +1,473 @@
+"""The judge stage, driven through the command line against stand-in judge servers (real HTTP on
+127.0.0.1, through the real `ollama` and `openai` clients; see tests/standins.py).
+
+Every test makes the same small run: 100 instruction records, of which the smoke config's
+book split makes the last-but-five ten the test items, and imported responses chosen so that
+the stand-in judge (100 x word-overlap F1 with the correct output) gives known scores.
+"""
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from standins import (DEFAULT_OLLAMA_MODELS, OllamaStandIn, OpenAIStandIn, StandInFailure,
+                      book_judge, parse_book_prompt, parse_rubric_prompt, prompt_of, unused_url)
+
+from evalpipe.cli import main
+from evalpipe.io import read_jsonl, read_partial_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
+DIGEST = DEFAULT_OLLAMA_MODELS["llama3:latest"]
+
+
+def output_of(i: int) -> str:
+    return f"word{i}a word{i}b word{i}c word{i}d"
+
+
+# The ten test items are records 85..94. Response (None: no response imported) and the
+# stand-in's book score, round(100 * F1).
+UNPARSEABLE = "please answer eighty"
+BROKEN = "this one breaks the server"
+RESPONSES = {
+    85: ("word85a word85b word85c other", 75),  # precision 3/4, recall 3/4
+    86: ("", None),  # empty
+    87: ("word87a word87b", 67),  # precision 1, recall 1/2: F1 2/3
+    88: (UNPARSEABLE, None),
+    89: (BROKEN, None),
+    90: ("nothing in common", 0),
+    91: (output_of(91), 100),
+    92: ("   ", None),  # empty: only whitespace
+    93: (None, None),  # not in the imported file: null, empty
+    94: (output_of(94) + " word94e", 89),  # precision 4/5, recall 1: F1 8/9
+}
+STATES = {85: "scored", 86: "empty", 87: "scored", 88: "unparseable", 89: "error",
+          90: "scored", 91: "scored", 92: "empty", 93: "empty", 94: "scored"}
+ASKED = [85, 87, 88, 89, 90, 91, 94]  # the items with a non-empty response
+
+
+def response_of(body: dict) -> str:
+    prompt = prompt_of(body)
+    parsed = parse_book_prompt(prompt) or parse_rubric_prompt(prompt)
+    return parsed[1]
+
+
+def scripted(body: dict):
+    """The stand-in judge, except for two responses: one gets a reply with no number, one a
+    server error."""
+    response = response_of(body)
+    if response == UNPARSEABLE:
+        return "eighty"
+    if response == BROKEN:
+        return StandInFailure(500, "model runner crashed")
+    return book_judge(body)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "0.01")
+
+
+@pytest.fixture
+def run(run_env, gpt2_tokenizer):
+    """`run(command, url, *settings, force=False)`: an evalpipe command on the small run, with
+    the judge at `url` and `--set` for each setting; `run.root` is results/r."""
+    records = [{"instruction": f"Task {i}", "input": f"input {i}" if i % 2 else "",
+                "output": output_of(i)} for i in range(100)]
+    (run_env / "data.json").write_text(json.dumps(records))
+    responses = [{**records[i], "model_response": response}
+                 for i, (response, _) in RESPONSES.items() if response is not None]
+    (run_env / "responses.json").write_text(json.dumps(responses))
+
+    def evalpipe(command: str, url: str | None = None, *settings: str, force: bool = False) -> int:
+        args = [command, *(["--force"] if force else []), "--config", SMOKE, "--run", "r",
+                "--set", f"data.source={run_env / 'data.json'}",
+                "--set", f"generate.from_file={run_env / 'responses.json'}",
+                "--set", "generate.allow_partial=true"]
+        if url is not None:
+            args += ["--set", f"judge.host={url}"]
+        for setting in settings:
+            args += ["--set", setting]
+        return main(args)
+
+    evalpipe.root = run_env / "results/r"
+    return evalpipe
+
+
+def scores(run) -> dict[int, dict]:
+    """scores.jsonl by item number (85..94), in file order."""
+    records = read_jsonl(run.root / "judge/scores.jsonl")
+    return {int(r["instruction"].split()[1]): r for r in records}
+
+
+def asked(standin, start: int = 0) -> list[str]:
+    return [response_of(body) for body in standin.requests[start:]]
+
+
+# -- states, records, summary ----------------------------------------------------------------
+
+def test_every_item_ends_in_one_state_with_the_exact_record(run, capsys):
+    with OllamaStandIn(scripted) as standin:
+        assert run("judge", standin.url) == 0
+    out = capsys.readouterr().out
+    assert ("judge: 10 items: 5 scored, 3 empty, 1 unparseable, 1 error; canaries: good mean "
+            "100, bad mean 0; 0 from the judgment cache\n") in out
+    assert (f"judge: 1 items ended in error (first: id {scores(run)[89]['id']}: Ollama at "
+            f"{standin.url} answered HTTP 500: model runner crashed (after 2 attempts)); "
+            "'evalpipe judge --force' asks for them again, the rest comes from the judgment "
+            "cache\n") in out
+
+    records = read_jsonl(run.root / "judge/scores.jsonl")
+    responses = read_jsonl(run.root / "generate/responses.jsonl")
+    # Every item once, in test order, the response record kept whole in front.
+    assert [r["id"] for r in records] == [r["id"] for r in responses]
+    for record, response in zip(records, responses):
+        assert list(record)[:len(response)] == list(response)
+        assert {k: record[k] for k in response} == response
+    by_item = scores(run)
+    assert {i: r["state"] for i, r in by_item.items()} == STATES
+    assert {i: r["score"] for i, r in by_item.items()} == {
+        85: 75, 86: 0, 87: 67, 88: None, 89: None, 90: 0, 91: 100, 92: 0, 93: 0, 94: 89}
+
+    # Each item with a response once, the broken one retries + 1 = 2 times; then the ten
+    # canaries (five good, five bad).
+    item_responses = {RESPONSES[i][0] for i in ASKED}
+    assert sorted(r for r in asked(standin) if r in item_responses) == sorted(
+        [RESPONSES[i][0] for i in ASKED] + [BROKEN])
+    assert len(standin.requests) == 8 + 10
+    sent = {prompt_of(body): response_of(body) for body in standin.requests}
+
+    judge_fields = ["state", "score", "reason", "raw_reply", "error", "judge_backend",
+                    "judge_model", "judge_digest", "judge_template", "prompt_sha256",
+                    "judge_seconds", "cached"]
+    scored = by_item[85]
+    assert list(scored) == list(responses[0]) + judge_fields
+    prompt = next(p for p, r in sent.items() if r == RESPONSES[85][0])
+    assert {k: scored[k] for k in judge_fields if k != "judge_seconds"} == {
+        "state": "scored", "score": 75, "reason": None, "raw_reply": "75", "error": None,
+        "judge_backend": "ollama", "judge_model": "llama3:latest", "judge_digest": DIGEST,
+        "judge_template": "book",
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(), "cached": False}
+    assert isinstance(scored["judge_seconds"], float) and scored["judge_seconds"] >= 0
+    assert by_item[88]["raw_reply"] == "eighty" and by_item[88]["score"] is None
+    assert by_item[89]["raw_reply"] is None
+    assert by_item[89]["error"] == (f"Ollama at {standin.url} answered HTTP 500: model runner "
+                                    "crashed (after 2 attempts)")
+    for i in (86, 92, 93):  # not asked: no prompt, no reply, no time
+        assert {k: by_item[i][k] for k in judge_fields} == {
+            "state": "empty", "score": 0, "reason": None, "raw_reply": None, "error": None,
+            "judge_backend": "ollama", "judge_model": "llama3:latest", "judge_digest": DIGEST,
+            "judge_template": "book", "prompt_sha256": None, "judge_seconds": 0.0,
+            "cached": False}
+    assert by_item[93]["response"] is None and by_item[93]["stop_reason"] == "missing"
+
+    summary = json.loads((run.root / "judge/summary.json").read_text())
+    assert summary.pop("seconds") > 0
+    assert summary == {
+        "items": 10,
+        "states": {"scored": 5, "empty": 3, "unparseable": 1, "error": 1},
+        "judge": {"backend": "ollama", "model": "llama3:latest", "digest": DIGEST},
+        "template": "book", "structured": False,
+        "options": {"seed": 123, "temperature": 0, "num_ctx": 2048},
+        "repeats": 1,
+        "canaries": {"enabled": True,
+                     "good_mean": 100.0,
+                     "good": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0},
+                     "bad_mean": 0.0,
+                     "bad": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0}},
+        "cache_hits": 0,
+    }
+    manifest = json.loads((run.root / "judge/manifest.json").read_text())
+    assert set(manifest["outputs"]) == {"scores.jsonl", "canaries.jsonl", "summary.json"}
+    assert not (run.root / "judge/scores.partial.jsonl").exists()
+
+
+def test_canaries(run):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url)
+    canaries = read_jsonl(run.root / "judge/canaries.jsonl")
+    items = read_jsonl(run.root / "generate/responses.jsonl")
+    # For the first five items: the reference output as the response (good), and an
+    # empty-looking reply (bad).
+    assert [(c["canary"], c["item_id"]) for c in canaries] == [
+        (kind, item["id"]) for item in items[:5] for kind in ("good", "bad")]
+    for index, canary in enumerate(canaries):
+        item = items[index // 2]
+        expected_response = item["output"] if canary["canary"] == "good" else \
+            ["N/A", "...", "I don't know.", "None", "### Response:"][index // 2]
+        assert {k: canary[k] for k in ("instruction", "input", "output", "response")} == {
+            "instruction": item["instruction"], "input": item["input"],
+            "output": item["output"], "response": expected_response}
+        assert canary["state"] == "scored"
+        assert canary["score"] == (100 if canary["canary"] == "good" else 0)
+        assert canary["judge_digest"] == DIGEST and canary["prompt_sha256"]
+
+
+def test_no_canaries_still_writes_an_empty_canaries_file(run):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url, "judge.canaries=false")
+    assert (run.root / "judge/canaries.jsonl").read_text() == ""
+    assert len(standin.requests) == 8  # only the items (the broken one twice)
+    summary = json.loads((run.root / "judge/summary.json").read_text())
+    assert summary["canaries"] == {
+        "enabled": False, "good_mean": None, "bad_mean": None,
+        "good": {"scored": 0, "empty": 0, "unparseable": 0, "error": 0},
+        "bad": {"scored": 0, "empty": 0, "unparseable": 0, "error": 0}}
+
+
+def test_options_and_request_shape(run):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url, "judge.canaries=false")
+    for body in standin.requests:
+        assert body["model"] == "llama3"
+        assert body["options"] == {"seed": 123, "temperature": 0, "num_ctx": 2048}
+        assert body["stream"] is False
+        assert not body.get("format")
+        assert [m["role"] for m in body["messages"]] == ["user"]
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+def test_a_rerun_asks_the_cache_not_the_judge_but_errors_are_asked_again(run, capsys):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url)
+        first = scores(run)
+        before = len(standin.requests)
+        capsys.readouterr()
+        assert run("judge", standin.url, "judge.concurrency=2") == 0
+        assert "judge: up to date" in capsys.readouterr().out  # speed settings change nothing
+        assert len(standin.requests) == before
+        assert run("judge", standin.url, force=True) == 0
+        # Only the item that ended in error is asked again (retries + 1 times).
+        assert asked(standin, before) == [BROKEN, BROKEN]
+    second = scores(run)
+    assert "; 16 from the judgment cache\n" in capsys.readouterr().out
+    for i in first:
+        if STATES[i] in ("scored", "unparseable"):
+            assert second[i]["cached"] is True and second[i]["judge_seconds"] == 0.0
+            expected = {k: v for k, v in first[i].items() if k not in ("cached", "judge_seconds")}
+            assert {k: v for k, v in second[i].items()
+                    if k not in ("cached", "judge_seconds")} == expected
+    assert second[89]["state"] == "error" and second[89]["cached"] is False
+    assert (run.root.parent / "judge-cache.sqlite").exists()  # shared by every run
+
+
+def test_a_new_parsing_rule_rereads_cached_replies_without_asking(run, monkeypatch):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url)
+        before = len(standin.requests)
+        # A changed parsing rule (here: every reply is read as 42) is a code change, not a
+        # setting; --force reruns the stage, and the cached raw replies are parsed anew.
+        import evalpipe.judge
+        from evalpipe.prompts import Parsed
+
+        monkeypatch.setattr(evalpipe.judge, "parse_reply",
+                            lambda template, structured, text: Parsed("scored", 42, None))
+        run("judge", standin.url, force=True)
+        assert asked(standin, before) == [BROKEN, BROKEN]
+    by_item = scores(run)
+    assert {i: r["score"] for i, r in by_item.items() if STATES[i] in ("scored", "unparseable")} \
+        == {85: 42, 87: 42, 88: 42, 90: 42, 91: 42, 94: 42}
+    assert by_item[88]["raw_reply"] == "eighty" and by_item[88]["cached"] is True
+
+
+# -- interruptions, concurrency ------------------------------------------------------------------
+
+def test_a_killed_judge_loses_no_finished_judgment(run, run_env):
+    def slow(body):
+        time.sleep(0.15)
+        return book_judge(body)
+
+    with OllamaStandIn(slow) as standin:
+        assert run("generate") == 0
+        command = [sys.executable, "-m", "evalpipe", "judge", "--config", SMOKE, "--run", "r",
+                   "--set", f"data.source={run_env / 'data.json'}",
+                   "--set", f"generate.from_file={run_env / 'responses.json'}",
+                   "--set", "generate.allow_partial=true",
+                   "--set", f"judge.host={standin.url}", "--set", "judge.concurrency=1"]
+        process = subprocess.Popen(command, cwd=run_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        partial = run.root / "judge/scores.partial.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.read_text().count("\n") >= 4:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (run.root / "judge/scores.jsonl").exists()
+        assert not (run.root / "judge/manifest.json").exists()
+        kept = read_partial_jsonl(partial)  # a line cut short by the kill does not count
+        assert len(kept) >= 4
+        # The cache would also spare the judge; without it only the partial file can.
+        for leftover in run_env.glob("results/judge-cache.sqlite*"):
+            leftover.unlink()
+
+        before = len(standin.requests)
+        assert run("judge", standin.url) == 0
+        # 7 items and 10 canaries need the judge; what the killed run finished is not asked.
+        again = asked(standin, before)
+        assert len(again) == 17 - len(kept)
+        assert not set(again) & {r["response"] for r in kept if r.get("canary") is None}
+    assert not partial.exists()
+    by_item = scores(run)
+    assert list(by_item) == list(range(85, 95))
+    assert {i: r["score"] for i, r in by_item.items()} == {
+        85: 75, 86: 0, 87: 67, 88: 0, 89: 0, 90: 0, 91: 100, 92: 0, 93: 0, 94: 89}
+    assert len(read_jsonl(run.root / "judge/canaries.jsonl")) == 10
+
+
+def test_a_partial_file_from_other_settings_is_not_reused(run):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url)
+        # What an interrupted rubric run would have left, were it the same items.
+        records = read_jsonl(run.root / "judge/scores.jsonl")
+        partial = run.root / "judge/scores.partial.jsonl"
+        partial.write_text("".join(json.dumps({**r, "score": 1, "_job": r["id"],
+                                               "_run_key": "another run"}) + "\n"
+                                   for r in records))
+        run("judge", standin.url, force=True)
+    assert scores(run)[85]["score"] == 75
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_is_the_number_of_requests_in_flight(run, concurrency):
+    lock = threading.Lock()
+    in_flight, most = [0], [0]
+
+    def counting(body):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return book_judge(body)
+
+    with OllamaStandIn(counting) as standin:
+        run("judge", standin.url, f"judge.concurrency={concurrency}")
+    assert len(standin.requests) == 17
+    assert most[0] == concurrency
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+def test_structured_mode_sends_the_schema_and_never_clamps(run):
+    def replies(body):
+        if response_of(body) == UNPARSEABLE:
+            return '{"score": 150, "reason": "better than perfect"}'
+        return scripted(body)
+
+    with OllamaStandIn(replies) as standin:
+        run("judge", standin.url, "judge.structured=true", "judge.canaries=false")
+    schema = {"type": "object",
+              "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100},
+                             "reason": {"type": "string", "maxLength": 200}},
+              "required": ["score", "reason"]}
+    assert all(body["format"] == schema for body in standin.requests)
+    by_item = scores(run)
+    assert by_item[85]["state"] == "scored" and by_item[85]["score"] == 75
+    assert by_item[85]["reason"] == "word overlap F1 with the correct output is 0.75"
+    assert json.loads(by_item[85]["raw_reply"]) == {
+        "score": 75, "reason": "word overlap F1 with the correct output is 0.75"}
+    assert by_item[88]["state"] == "unparseable" and by_item[88]["score"] is None
+    assert by_item[88]["raw_reply"] == '{"score": 150, "reason": "better than perfect"}'
+
+
+def test_repeats_ask_with_seed_seed_plus_one(run):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url, "judge.repeats=2", "judge.canaries=false")
+    sent = sorted((response_of(b), b["options"]["seed"]) for b in standin.requests)
+    expected = sorted((RESPONSES[i][0], seed) for i in ASKED for seed in (123, 124))
+    assert sent == sorted(expected + [(BROKEN, 123), (BROKEN, 124)])  # retries
+    by_item = scores(run)
+    assert by_item[85]["repeats"] == [
+        {"seed": 123, "state": "scored", "score": 75, "raw_reply": "75"},
+        {"seed": 124, "state": "scored", "score": 75, "raw_reply": "75"}]
+    assert by_item[86]["repeats"] == [
+        {"seed": 123, "state": "empty", "score": 0, "raw_reply": None},
+        {"seed": 124, "state": "empty", "score": 0, "raw_reply": None}]
+    assert [r["state"] for r in by_item[89]["repeats"]] == ["error", "error"]
+    assert by_item[85]["score"] == 75  # the record's own fields are the first repeat's
+
+
+def test_changing_only_judge_settings_reruns_only_the_judge(run, capsys):
+    with OllamaStandIn(scripted) as standin:
+        run("judge", standin.url)
+        manifests = {stage: (run.root / f"{stage}/manifest.json").read_text()
+                     for stage in ("prepare", "generate")}
+        capsys.readouterr()
+        assert run("judge", standin.url, "judge.template=rubric") == 0
+    out = capsys.readouterr().out
+    assert "prepare: up to date" in out and "generate: up to date" in out
+    assert "judge: running (configuration changed: template)" in out
+    for stage, text in manifests.items():
+        assert (run.root / f"{stage}/manifest.json").read_text() == text
+    # The rubric's 1-5 grades (stand-in: 1 + round(4 F1)) mapped to 0, 25, 50, 75, 100.
+    by_item = scores(run)
+    assert {i: r["score"] for i, r in by_item.items() if STATES[i] == "scored"} == {
+        85: 75, 87: 75, 90: 0, 91: 100, 94: 100}
+    assert by_item[85]["raw_reply"] == ("Score: 4\nReason: word overlap F1 with the reference "
+                                        "is 0.75")
+    assert by_item[85]["reason"] == "word overlap F1 with the reference is 0.75"
+    assert by_item[85]["judge_template"] == "rubric"
+    capsys.readouterr()
+    assert run("status", None, "judge.template=rubric") == 0
+    status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert status["prepare"] == status["generate"] == status["judge"] == "done"
+
+
+def test_an_openai_compatible_server(run):
+    with OpenAIStandIn(scripted, models=["judge-8b"], api_key="sk-test") as standin:
+        assert run("judge", standin.url, "judge.backend=openai", "judge.model=judge-8b",
+                   "judge.api_key=sk-test", "judge.canaries=false") == 0
+    assert {(b["seed"], b["temperature"]) for b in standin.requests} == {(123, 0)}
+    by_item = scores(run)
+    assert {i: r["state"] for i, r in by_item.items()} == STATES
+    assert by_item[91]["score"] == 100
+    assert (by_item[91]["judge_backend"], by_item[91]["judge_model"],
+            by_item[91]["judge_digest"]) == ("openai", "judge-8b", "judge-8b@1721172741/system")
+
+
+def test_several_hosts_share_the_work(run):
+    with OllamaStandIn(scripted) as first, OllamaStandIn(scripted) as second:
+        assert run("judge", None, f'judge.hosts=["{first.url}", "{second.url}"]') == 0
+        assert first.requests and second.requests
+        assert len(first.requests) + len(second.requests) == 18
+    assert {i: r["state"] for i, r in scores(run).items()} == STATES
+
+
+# -- failures before the first item -----------------------------------------------------------
+
+def test_a_judge_server_that_is_down_is_one_line(run, capsys):
+    url = unused_url()
+    assert run("judge", url) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: judge: cannot reach Ollama at {url}: is it running? "
+        "start it with 'ollama serve'\n")
+    assert not (run.root / "judge/scores.jsonl").exists()
+    assert not (run.root / "judge/manifest.json").exists()
+
+
+def test_a_missing_model_is_one_line(run, capsys):
+    with OllamaStandIn(scripted, models={"mistral:latest": "0" * 64}) as standin:
+        assert run("judge", standin.url) == 1
+        assert standin.requests == []
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: judge: Ollama at {standin.url} has no model 'llama3': "
+        "run 'ollama pull llama3'\n")
+    assert not (run.root / "judge/manifest.json").exists()
+
+
+def test_together_mode_belongs_to_compare(run, capsys):
+    assert run("judge", "http://127.0.0.1:1", "judge.mode=together") == 1
+    assert capsys.readouterr().err == (
+        "evalpipe: error: judge.mode = 'together' judges several runs at once: use "
+        "'evalpipe compare'\n")
