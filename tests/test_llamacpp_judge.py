@@ -118,3 +118,36 @@ def test_without_xllamacpp_the_error_says_what_to_install(tmp_path, monkeypatch)
         make_backend(JudgeConfig(backend="llamacpp", model=str(model)))
     assert str(caught.value) == (
         "the llamacpp judge needs xllamacpp: pip install 'evalpipe[llamacpp]'")
+
+
+def test_the_judge_stage_scores_ten_real_items_with_the_grammar(gguf, run_env, book_responses,
+                                                                gpt2_tokenizer):
+    """The whole judge stage on the llamacpp backend: 10 of the book's real test items and
+    responses, structured output constrained by the schema's grammar, every item `scored`.
+    (SmolLM2-135M is far too small to judge; this checks the plumbing, not the scores.)"""
+    from evalpipe.cli import main
+    from evalpipe.io import read_jsonl
+
+    # 100 records split as the book splits: 85 train, 10 test, 5 validation.
+    records = json.loads(book_responses.read_text())[:100]
+    data = run_env / "data.json"
+    data.write_text(json.dumps(records))
+    responses = run_env / "responses.json"
+    responses.write_text(json.dumps(records[85:95]))
+    config = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+    settings = [f"data.source={data}", f"generate.from_file={responses}",
+                "judge.backend=llamacpp",
+                f"judge.model={gguf}", "judge.structured=true", "judge.canaries=false",
+                "judge.options={seed = 123, temperature = 0, num_ctx = 2048, max_tokens = 96}"]
+    args = ["judge", "--config", str(config), "--run", "smol"]
+    for setting in settings:
+        args += ["--set", setting]
+    assert main(args) == 0
+
+    scores = read_jsonl(run_env / "results/smol/judge/scores.jsonl")
+    assert [s["response"] for s in scores] == [r["model_response"] for r in records[85:95]]
+    assert [s["state"] for s in scores] == ["scored"] * 10
+    assert all(0 <= s["score"] <= 100 for s in scores)
+    assert all(json.loads(s["raw_reply"])["score"] == s["score"] for s in scores)
+    digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert {(s["judge_backend"], s["judge_digest"]) for s in scores} == {("llamacpp", digest)}
