@@ -117,9 +117,10 @@ def test_early_stopping_restores_the_best_weights(run_env, instruction_data, gpt
 
 def test_masking_the_instruction_changes_what_the_loss_counts(run_env, instruction_data,
                                                               gpt2_tokenizer):
-    assert cli("plain", "finetune", overrides(instruction_data)) == 0
+    short = ["finetune.max_steps=1", "finetune.eval_interval=0"]
+    assert cli("plain", "finetune", overrides(instruction_data, *short)) == 0
     assert cli("masked", "finetune",
-               overrides(instruction_data, "finetune.mask_instruction=true")) == 0
+               overrides(instruction_data, "finetune.mask_instruction=true", *short)) == 0
     plain = json.loads((run_env / "results/plain/finetune/summary.json").read_text())
     masked = json.loads((run_env / "results/masked/finetune/summary.json").read_text())
     # Same base weights (same seed), fewer target tokens: a different base test loss.

@@ -61,8 +61,8 @@ def test_generated_responses_are_the_books_greedy_loop_in_test_order(
 
 def test_a_killed_generate_resumes_without_redoing_finished_records(
         run_env, instruction_data, gpt2_tokenizer):
-    settings = [f"data.source={instruction_data}", *TINY, "generate.max_new_tokens=48",
-                "generate.batch_size=2"]
+    settings = [f"data.source={instruction_data}", *TINY, "generate.max_new_tokens=24",
+                "generate.batch_size=8"]
     assert cli("killed", "finetune", settings) == 0
     assert cli("whole", "generate", settings) == 0
 
@@ -75,14 +75,14 @@ def test_a_killed_generate_resumes_without_redoing_finished_records(
                                env=os.environ.copy())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if partial.exists() and len(partial.read_text().splitlines()) >= 6:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 16:
             break
         assert process.poll() is None, "generate finished before it could be killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished_before = {r["id"]: r for r in read_jsonl(partial)}
-    assert 6 <= len(finished_before) < 110
+    assert 16 <= len(finished_before) < 110
     assert not (run_env / "results/killed/generate/responses.jsonl").exists()
 
     assert cli("killed", "generate", settings) == 0
