@@ -3,6 +3,7 @@
 #   make setup && make evaluate        the book's run (needs Ollama serving llama3)
 #   make test                          the test suite
 #   make judge RUN=mine CONFIG=configs/mine.toml
+#   make compare RUNS="a b c" MODE=together SET="judge.swap=true"   (docs/compare.md)
 
 CONFIG ?= configs/book.toml
 RUN ?= $(basename $(notdir $(CONFIG)))
@@ -31,7 +32,8 @@ prepare finetune generate judge aggregate evaluate status: setup
 
 compare: setup
 	$(if $(strip $(RUNS)),,$(error give the runs to compare: make compare RUNS="a b c"))
-	$(EVALPIPE) compare $(RUNS) $(if $(NAME),--name $(NAME))
+	$(EVALPIPE) compare $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(MODE),--mode $(MODE)) \
+		$(foreach s,$(SET),--set $(s))
 
 test: setup
 	$(PYTHON) -m pytest -q

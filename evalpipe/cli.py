@@ -1,6 +1,8 @@
 """The command line: `evalpipe STAGE [--config FILE] [--run NAME] [--set section.key=value ...]`.
 
-Every subcommand reads the same configuration; the stage cache decides what really runs.
+Every subcommand reads the same configuration; the stage cache decides what really runs. A
+config with several base models (`model.bases`) makes one run per base (evalpipe/bases.py):
+every command then acts on each of them, and `evaluate` ends with their comparison.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=123, help="bootstrap seed (default 123)")
     compare.add_argument("--resamples", type=int, default=2000,
                          help="bootstrap resamples (default 2000)")
+    compare.add_argument("--mode", choices=("single", "together"), default="single",
+                         help="single: each run's own judgment (default); together: judge "
+                              "every run's responses to an item in one prompt first")
+    compare.add_argument("--config", help="--mode together: the judge settings' TOML file "
+                                          "(default: the first run's results/<run>/config.toml)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="SECTION.KEY=VALUE",
+                         help="--mode together: override one judge setting (judge.swap=true)")
     return parser
 
 
@@ -86,10 +96,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":  # works on finished runs: no configuration of its own
-        from evalpipe.compare import compare_runs, print_leaderboard
+        from evalpipe.compare import compare_runs, judge_config_for, print_leaderboard
 
+        config = None
+        if args.mode == "together":
+            config = judge_config_for(args.results, args.runs, args.config, args.overrides)
+        elif args.config or args.overrides:
+            raise EvalpipeError("compare: --config and --set give the judge settings of "
+                                "--mode together; --mode single reads each run's own judgment")
         print_leaderboard(compare_runs(args.runs, args.results, args.name, args.resamples,
-                                       args.seed))
+                                       args.seed, mode=args.mode, config=config))
         return 0
     overrides = list(args.overrides)
     if args.command == "generate":
@@ -101,7 +117,10 @@ def dispatch(args: argparse.Namespace) -> int:
             overrides.append("generate.allow_partial=true")
     config = load_config(args.config, overrides)
     run_name = args.run or Path(args.config).stem
-    pipeline = Pipeline(config, default_paths(run_name, args.results, args.datasets))
+    paths = default_paths(run_name, args.results, args.datasets)
+    if config.model.bases:
+        return dispatch_bases(args, config, paths)
+    pipeline = Pipeline(config, paths)
 
     if args.command == "status":
         print(f"run {run_name} in {pipeline.paths.root}")
@@ -114,6 +133,31 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     target = "aggregate" if args.command == "evaluate" else args.command
     pipeline.ensure(target, force=getattr(args, "force", False))
+    return 0
+
+
+def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
+    """The commands of a config with several base models: each acts on every sub-run."""
+    from evalpipe import bases
+
+    if args.command == "evaluate":
+        bases.evaluate(config, paths)
+        return 0
+    if args.command == "status":
+        print("\n".join(bases.status_lines(config, paths)))
+        return 0
+    if args.command == "clean":
+        def clean(pipeline):
+            removed = pipeline.clean(args.stage)
+            print("removed " + ", ".join(map(str, removed)) if removed else "nothing to remove")
+
+        bases.each(config, paths, clean)
+        return 0
+    if args.command in ("judge", "aggregate") and config.judge.mode == "together":
+        raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
+                            "runs are judged together by 'evalpipe evaluate'")
+    force = getattr(args, "force", False)
+    bases.each(config, paths, lambda pipeline: pipeline.ensure(args.command, force=force))
     return 0
 
 

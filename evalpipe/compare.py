@@ -10,11 +10,14 @@ and reference outputs, in the same order (ids are not enough: they are hashes of
 fields, but a user may have edited one without the others). Anything else would compare models
 on different questions, so compare refuses and names the first difference.
 
-What a "model" is: today one run judged on its own (judge.mode = "single") is one model, named
-by the run. A run judged together (judge.mode = "together", several `model.bases`) will hold one
-scores file per base model with the same fields plus `position` and `shuffle_seed`; `load_models`
-is the one place that will turn such a run into several models, and everything after it works on
-models, not runs.
+What a "model" is: one run's responses, named by the run. With `--mode single` (the default)
+its scores are the run's own judge/scores.jsonl (judged alone, the book's way). With `--mode
+together` the runs' responses are first judged together (evalpipe/together.py: every model's
+response to an item in one prompt) into compare-<name>/together/, one scores file per model
+with the same fields plus `position`, `shuffle_seed` and `mode`; `load_models` is the one place
+that reads either kind, and everything after it works on models, not runs. A together
+comparison also sets the runs' single-mode judgments beside it when every run has one (ranks
+side by side, and the agreement of the two modes per model).
 
 Judge agreement is computed, with no flag to ask for it, wherever two judgments of the same
 responses exist: two runs whose responses are identical item by item (the same model judged by
@@ -109,6 +112,29 @@ def _uses_finetune(config: dict) -> bool:
     return not generate.get("from_file") and generate.get("model", "finetuned") == "finetuned"
 
 
+def read_run_config(results: Path, run: str) -> dict:
+    """The run's config.toml as a dict ({} when it has none)."""
+    config_path = results / run / "config.toml"
+    if not config_path.exists():
+        return {}
+    try:
+        return tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise DataError(f"{config_path}: not valid TOML ({err})") from None
+
+
+def _read_finetune(results: Path, run: str, config: dict) -> dict | None:
+    finetune_path = results / run / "finetune/summary.json"
+    if not (finetune_path.exists() and _uses_finetune(config)):
+        return None
+    finetune = _read_json_object(finetune_path)
+    for key in ("base_test_loss", "finetuned_test_loss"):
+        value = finetune.get(key)
+        if value is not None and not isinstance(value, (int, float)):
+            raise DataError(f"{finetune_path}: key '{key}' must be a number, got {value!r}")
+    return finetune
+
+
 def load_run(results: Path, run: str) -> ModelScores:
     """A run judged on its own: its scores, config.toml, judge summary and fine-tuning figures."""
     from evalpipe.aggregate import load_scores  # the same checks, the same messages
@@ -116,41 +142,76 @@ def load_run(results: Path, run: str) -> ModelScores:
     folder = results / run
     scores_path = folder / "judge/scores.jsonl"
     if not scores_path.exists():
+        if read_run_config(results, run).get("judge", {}).get("mode") == "together":
+            raise CompareError(f"run {run}: {scores_path} not found: the run is set to be "
+                               "judged together with others; use 'evalpipe compare ... "
+                               "--mode together'")
         raise CompareError(f"run {run}: {scores_path} not found; "
                            f"make it with 'make evaluate RUN={run}'")
     model = ModelScores(label=run, run=run, records=load_scores(scores_path))
     if not model.records:
         raise CompareError(f"run {run}: {scores_path} holds no records")
-    config_path = folder / "config.toml"
-    if config_path.exists():
-        try:
-            model.config = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise DataError(f"{config_path}: not valid TOML ({err})") from None
+    model.config = read_run_config(results, run)
     mode = model.config.get("judge", {}).get("mode", "single")
     if mode != "single":
-        raise CompareError(f"run {run}: judged with judge.mode = {mode!r}; compare reads only "
-                           "runs judged one model at a time (judge.mode = 'single') so far")
+        raise CompareError(f"run {run}: judged with judge.mode = {mode!r}; a run's own "
+                           "judgment is single-mode; to judge runs together, use 'evalpipe "
+                           "compare RUN RUN ... --mode together'")
     judge_summary_path = folder / "judge/summary.json"
     if judge_summary_path.exists():
         model.judge_summary = _read_json_object(judge_summary_path)
-    finetune_path = folder / "finetune/summary.json"
-    if finetune_path.exists() and _uses_finetune(model.config):
-        model.finetune = _read_json_object(finetune_path)
-        for key in ("base_test_loss", "finetuned_test_loss"):
-            value = model.finetune.get(key)
-            if value is not None and not isinstance(value, (int, float)):
-                raise DataError(f"{finetune_path}: key '{key}' must be a number, got {value!r}")
+    model.finetune = _read_finetune(results, run, model.config)
     return model
 
 
-def load_models(results: Path, runs: list[str]) -> list[ModelScores]:
-    """Every model of the runs, in the order given. A run judged on its own is one model; a run
-    judged together (not built yet) will contribute one model per base model here."""
+def load_together_model(results: Path, run: str, together: Path, summary: dict) -> ModelScores:
+    """A run's responses as judged together: compare-<name>/together/scores/<run>.jsonl, with
+    the run's own config.toml and fine-tuning figures; its judge settings are the together
+    judgment's (mode "together"), not those in the run's config."""
+    from evalpipe.aggregate import load_scores
+    from evalpipe.together import SCORES_DIR
+
+    scores_path = together / SCORES_DIR / f"{run}.jsonl"
+    if not scores_path.exists():
+        raise CompareError(f"run {run}: {scores_path} not found; make it with "
+                           "'evalpipe compare ... --mode together'")
+    config = read_run_config(results, run)
+    judge = {"backend": summary["judge"]["backend"], "model": summary["judge"]["model"],
+             "template": summary["template"], "options": summary["options"],
+             "swap": summary["swap"], "mode": "together"}
+    model = ModelScores(label=run, run=run, records=load_scores(scores_path),
+                        config={**config, "judge": judge},
+                        judge_summary={"structured": summary["structured"],
+                                       "options": summary["options"]})
+    model.finetune = _read_finetune(results, run, config)
+    return model
+
+
+def load_models(results: Path, runs: list[str],
+                together: Path | None = None) -> list[ModelScores]:
+    """Every model of the runs, in the order given: each run's own judgment (judge/scores.jsonl),
+    or, with `together` (a compare-<name>/together/ folder written by evalpipe/together.py),
+    the runs' responses as judged there."""
     seen = Counter(runs)
     twice = [run for run, count in seen.items() if count > 1]
     if twice:
         raise CompareError(f"run {twice[0]} is named twice")
+    if together is None:
+        return [load_run(results, run) for run in runs]
+    from evalpipe.together import SUMMARY
+
+    summary = _read_json_object(together / SUMMARY)
+    return [load_together_model(results, run, together, summary) for run in runs]
+
+
+def single_mode_models(results: Path, runs: list[str]) -> list[ModelScores] | None:
+    """The runs' own single-mode judgments, when every run has one (to set beside a together
+    comparison); else None."""
+    for run in runs:
+        if not (results / run / "judge/scores.jsonl").exists():
+            return None
+        if read_run_config(results, run).get("judge", {}).get("mode", "single") != "single":
+            return None
     return [load_run(results, run) for run in runs]
 
 
@@ -306,25 +367,65 @@ def _rank_key(row: dict):
     return (row["mean"] is None, -(row["mean"] or 0.0))
 
 
-def build_leaderboard(models: list[ModelScores], name: str, resamples: int, seed: int) -> dict:
-    """Everything leaderboard.json holds (floats not yet rounded), plus the ranked models."""
+def ranked_rows(models: list[ModelScores], resamples: int,
+                seed: int) -> tuple[list[ModelScores], list[dict]]:
+    """The models in leaderboard order and their rows, each with its rank."""
     rows = {model.label: model_row(model, resamples, seed) for model in models}
     ranked = sorted(models, key=lambda m: _rank_key(rows[m.label]))
-    ranked_rows = [{"rank": rank, **rows[model.label]}
-                   for rank, model in enumerate(ranked, start=1)]
+    return ranked, [{"rank": rank, **rows[model.label]}
+                    for rank, model in enumerate(ranked, start=1)]
+
+
+def build_leaderboard(models: list[ModelScores], name: str, resamples: int, seed: int,
+                      mode: str = "single") -> dict:
+    """Everything leaderboard.json holds (floats not yet rounded), plus the ranked models."""
+    ranked, ranked_rows_ = ranked_rows(models, resamples, seed)
     return {
         "name": name,
+        "mode": mode,
         "runs": [model.run for model in models],
         "items": len(models[0].records),
         "confidence": CONFIDENCE,
         "resamples": resamples,
         "seed": seed,
-        "models": ranked_rows,
+        "models": ranked_rows_,
         "pairs": pair_rows(ranked, resamples, seed),
-        "loss_correlation": loss_correlation(ranked_rows),
+        "loss_correlation": loss_correlation(ranked_rows_),
         "agreement": judge_agreements(models),
+        "positions": None,
+        "modes": None,
         "plots": [],
     }
+
+
+def modes_side_by_side(together: list[ModelScores], single: list[ModelScores],
+                       together_rows: list[dict], resamples: int, seed: int) -> dict:
+    """The same runs ranked by both modes (`modes` in leaderboard.json), in together order,
+    and the rank correlation of the two mean columns (None below 3 models or when constant)."""
+    _, single_rows = ranked_rows(single, resamples, seed)
+    single_by_label = {row["model"]: row for row in single_rows}
+    rows = [{"model": row["model"], "together_rank": row["rank"], "together_mean": row["mean"],
+             "together_ci": row["ci"], "single_rank": single_by_label[row["model"]]["rank"],
+             "single_mean": single_by_label[row["model"]]["mean"],
+             "single_ci": single_by_label[row["model"]]["ci"]} for row in together_rows]
+    usable = [r for r in rows if r["together_mean"] is not None and r["single_mean"] is not None]
+    correlation = paired.correlations([r["together_mean"] for r in usable],
+                                      [r["single_mean"] for r in usable])
+    return {"models": rows, "spearman": correlation["spearman"],
+            "kendall": correlation["kendall"]}
+
+
+def mode_agreements(together: list[ModelScores], single: list[ModelScores]) -> list[dict]:
+    """Per model, its responses judged together against judged alone (`kind: "modes"`), on
+    the items both judgments scored."""
+    entries = []
+    for a, b in zip(together, single):
+        a_scores, b_scores = _both_counted(a, b, states=("scored",))
+        entries.append({"kind": "modes", "a": f"{a.label} together", "b": f"{b.label} single",
+                        "differs": judge_differences(a, b),
+                        **paired.agreement(a_scores, b_scores),
+                        "scores_a": a_scores, "scores_b": b_scores})
+    return entries
 
 
 # -- plots --------------------------------------------------------------------------------------
@@ -470,12 +571,58 @@ def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]
 
 
 def _method_text(board: dict) -> str:
-    return (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
+    text = (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
             f"the scored and empty items (an empty response counts 0; unparseable and error "
             f"items are left out), with a {100 * board['confidence']:.0f}% percentile bootstrap "
             f"CI ({board['resamples']} resamples, seed {board['seed']}). Pairs compare the items "
             f"both models have a score for: paired bootstrap CI of the mean difference and a "
             f"two-sided Wilcoxon signed-rank test (zero differences dropped).")
+    if board.get("mode") == "together":
+        text += (" Judged together: for each item the judge saw every model's non-empty "
+                 "response in one prompt, labelled Response 1..k in an order shuffled per item "
+                 "(seed judge.options.seed + item index); a reply that misses a response or "
+                 "scores one twice leaves the item unparseable for every model.")
+        if board.get("positions") and board["positions"]["swap"]:
+            text += (" Each item was judged a second time in reversed order (judge.swap) for "
+                     "the position check; a model's score is its first-pass score.")
+    return text
+
+
+def position_table(positions: dict) -> tuple[list[str], list[list[str]]]:
+    def cell(part):
+        return "n/a" if part is None else f"{_number(part['mean'])} ({part['items']})"
+
+    return (["position shown", "first pass: mean (scores)", "swapped pass: mean (scores)",
+             "both: mean (scores)", "position effect (responses)"],
+            [[str(row["position"]), cell(row["first"]), cell(row["second"]), cell(row["both"]),
+              cell(row.get("effect"))] for row in positions["rows"]])
+
+
+def modes_table(modes: dict) -> tuple[list[str], list[list[str]]]:
+    return (["model", "together rank", "together mean", "together 95% CI", "single rank",
+             "single mean", "single 95% CI"],
+            [[r["model"], str(r["together_rank"]), _number(r["together_mean"]),
+              _interval(r["together_ci"]), str(r["single_rank"]), _number(r["single_mean"]),
+              _interval(r["single_ci"])] for r in modes["models"]])
+
+
+POSITION_TEXT = ("Mean score given to the response shown at each place (and how many scores "
+                 "that is), over the items whose reply was read in full; these means also "
+                 "depend on which models happened to be shown there. The position effect "
+                 "(judge.swap only) removes that: for each response scored in both passes, its "
+                 "score at each of its two places minus the mean of the two, averaged per "
+                 "place. A judge that reads only the responses has effect 0 at every place; a "
+                 "positive effect is a place the judge favours.")
+
+
+def _modes_text(modes: dict) -> str:
+    if modes["spearman"] is None:
+        return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
+                "correlation of the two means: not computed (fewer than 3 models, or a "
+                "constant column).")
+    return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
+            f"correlation of the two means: Spearman {modes['spearman']:.3f}, Kendall "
+            f"{modes['kendall']:.3f}.")
 
 
 def _correlation_text(board: dict) -> str:
@@ -498,8 +645,14 @@ def render_markdown(board: dict) -> str:
     lines += _md_table(*tables["models"])
     lines += ["", "## Pairs", ""]
     lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
-    lines += ["", "## Test loss and score", "", _correlation_text(board), "",
-              "## Judge agreement", ""]
+    lines += ["", "## Test loss and score", "", _correlation_text(board), ""]
+    if board.get("positions"):
+        lines += ["## Position check", "", POSITION_TEXT, ""]
+        lines += _md_table(*position_table(board["positions"])) + [""]
+    if board.get("modes"):
+        lines += ["## Modes side by side", "", _modes_text(board["modes"]), ""]
+        lines += _md_table(*modes_table(board["modes"])) + [""]
+    lines += ["## Judge agreement", ""]
     lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
     lines += ["", "## Plots", ""]
     lines += [f"![{plot}]({plot})" for plot in board["plots"]]
@@ -556,10 +709,12 @@ def _item_section(index: int, models: list[ModelScores]) -> str:
     for model in models:
         record = model.records[index]
         score = record["score"] if record["score"] is not None else record["state"]
+        shown = (f' <small class="position">(shown as Response {esc(record["position"])})'
+                 "</small>" if record.get("position") else "")
         cards.append(
             f'<div class="response state-{esc(record["state"])}" data-model="{esc(model.label)}" '
             f'data-state="{esc(record["state"])}" data-score="{esc(record["score"])}">'
-            f"<b>{esc(model.label)}</b>: <span class=\"score\">{esc(score)}</span>"
+            f"<b>{esc(model.label)}</b>: <span class=\"score\">{esc(score)}</span>{shown}"
             f"<pre>{esc(record.get('response'))}</pre>"
             + (f"<p class=\"reason\">{esc(record.get('reason'))}</p>" if record.get("reason")
                else "")
@@ -587,6 +742,13 @@ def render_html(board: dict, models: list[ModelScores], images: dict[str, bytes]
     pairs = _html_table(*tables["pairs"]) if board["pairs"] else "<p>Only one model: no pairs.</p>"
     agreement = (_html_table(*tables["agreement"]) if board["agreement"]
                  else f"<p>{esc(NO_AGREEMENT)}</p>")
+    extra = ""
+    if board.get("positions"):
+        extra += (f"<h2>Position check</h2>\n<p>{esc(POSITION_TEXT)}</p>\n"
+                  f"{_html_table(*position_table(board['positions']))}\n")
+    if board.get("modes"):
+        extra += (f"<h2>Modes side by side</h2>\n<p>{esc(_modes_text(board['modes']))}</p>\n"
+                  f"{_html_table(*modes_table(board['modes']))}\n")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Comparison {esc(board['name'])}</title>
@@ -601,7 +763,7 @@ def render_html(board: dict, models: list[ModelScores], images: dict[str, bytes]
 {pairs}
 <h2>Test loss and score</h2>
 <p>{esc(_correlation_text(board))}</p>
-<h2>Judge agreement</h2>
+{extra}<h2>Judge agreement</h2>
 {agreement}
 <h2>Plots</h2>
 {plots}
@@ -617,22 +779,63 @@ with scores at least <select id="spread" onchange="filterItems()">
 
 # -- the command --------------------------------------------------------------------------------
 
+def judge_config_for(results: str | Path | None, runs: list[str], config_file: str | None,
+                     overrides: list[str]):
+    """The settings of a together judgment: `--config FILE` if given, else the first run's own
+    results/<run>/config.toml, with `--set` overrides on top; judge.mode is "together"."""
+    from evalpipe.config import load_config
+
+    results = Path(results or os.environ.get("EVALPIPE_RESULTS", "results"))
+    if config_file is None:
+        if not runs:
+            raise CompareError("give the runs to compare")
+        path = results / runs[0] / "config.toml"
+        if not path.exists():
+            raise CompareError(f"run {runs[0]}: {path} not found; give the judge settings "
+                               "with --config FILE")
+        config_file = str(path)
+    config = load_config(config_file, overrides)
+    config.judge.mode = "together"
+    return config
+
+
 def compare_runs(runs: list[str], results: str | Path | None = None, name: str | None = None,
-                 resamples: int = 2000, seed: int = 123) -> Path:
-    """`evalpipe compare`: load, check, compute, and write results/compare-<name>/."""
+                 resamples: int = 2000, seed: int = 123, mode: str = "single",
+                 config=None) -> Path:
+    """`evalpipe compare`: load, check, compute, and write results/compare-<name>/. With
+    mode "together" the runs' responses are first judged together (evalpipe/together.py)
+    with the judge settings of `config` (a RunConfig), into compare-<name>/together/."""
     if resamples < 1:
         raise CompareError(f"--resamples must be at least 1, got {resamples}")
     if seed < 0:
         raise CompareError(f"--seed must be 0 or more, got {seed}")
+    if mode not in ("single", "together"):
+        raise CompareError(f"--mode {mode!r}: expected 'single' or 'together'")
     name = name or "-vs-".join(runs)
     if not name or "/" in name or name.startswith("."):
         raise CompareError(f"--name {name!r}: a comparison name must be a plain folder name")
     results = Path(results or os.environ.get("EVALPIPE_RESULTS", "results"))
-    models = load_models(results, runs)
-    check_same_test_items(models)
-    board = build_leaderboard(models, name, resamples, seed)
-
     out = results / f"compare-{name}"
+    if mode == "together":
+        from evalpipe.together import FOLDER, judge_together
+
+        if config is None:
+            config = judge_config_for(results, runs, None, [])
+        summary = judge_together(config, results, runs, out / FOLDER)
+        models = load_models(results, runs, together=out / FOLDER)
+    else:
+        models = load_models(results, runs)
+    check_same_test_items(models)
+    board = build_leaderboard(models, name, resamples, seed, mode)
+    if mode == "together":
+        board["positions"] = {"swap": summary["swap"], "rows": summary["positions"]}
+        single = single_mode_models(results, runs)
+        if single is not None:
+            check_same_test_items([models[0], *single])
+            board["modes"] = modes_side_by_side(models, single, board["models"], resamples,
+                                                seed)
+            board["agreement"] += mode_agreements(models, single)
+
     images = {SCORES_PLOT: plot_scores(models, board["models"], out / SCORES_PLOT)}
     if any(r["finetuned_test_loss"] is not None and r["mean"] is not None
            for r in board["models"]):
@@ -653,7 +856,8 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
 
 def print_leaderboard(out: Path) -> None:
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
-    print(f"compare: {len(board['models'])} models on {board['items']} items -> {out}/")
+    judged = ", judged together" if board.get("mode") == "together" else ""
+    print(f"compare: {len(board['models'])} models on {board['items']} items{judged} -> {out}/")
     width = max(len(row["model"]) for row in board["models"])
     for row in board["models"]:
         print(f"  {row['rank']}. {row['model']:<{width}}  mean {_number(row['mean'])} "

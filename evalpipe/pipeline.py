@@ -185,10 +185,11 @@ class Pipeline:
                 return Status(stage.name, "stale", f"input {name} ({path}) changed")
         return Status(stage.name, "done", f"finished {manifest.get('finished', '?')}")
 
-    def status(self) -> list[Status]:
-        """Every stage this run uses; a stage after a stale or missing one is stale too."""
+    def status(self, target: str = "aggregate") -> list[Status]:
+        """Every stage `target` needs, and itself; a stage after a stale or missing one is
+        stale too."""
         statuses: dict[str, Status] = {}
-        for name in self.stages_for("aggregate"):
+        for name in self.stages_for(target):
             stage = get_stage(name)
             status = self.own_status(stage)
             if status.state == "done":

@@ -14,6 +14,10 @@ and clamping it to 100 would hide that.
 
 Parsing works on the raw reply only, so a changed rule re-parses cached replies without asking
 the judge again.
+
+Together mode (`judge.mode = "together"`, evalpipe/together.py) has its own prompt, schema and
+parser at the end of this module: every model's response to one item in one prompt, labelled
+"Response 1".."Response k", one score and reason per label back in one JSON object.
 """
 
 from __future__ import annotations
@@ -239,3 +243,145 @@ def standalone_integers(text: str, top: int) -> list[_Integer]:
             continue
         found.append(_Integer(int(token), bool(LABEL.search(before))))
     return found
+
+
+# -- together mode: every model's response to one item in one prompt --------------------------
+#
+# The judge sees the task, the reference and k responses labelled neutrally ("Response 1" ...
+# "Response k", in an order shuffled per item by evalpipe/together.py) and answers one JSON
+# object: {"scores": [{"response": <label number>, "score": <int>, "reason": "<sentence>"}, ...]}
+# with exactly one entry per label. The object wraps the array because OpenAI-style
+# structured output wants an object at the top. Together mode is always structured: k scores
+# in free text could not be read back reliably.
+
+TOGETHER_INTRO = (
+    "You are grading {count} to the same task against a reference answer. Grade each "
+    "response on its own merits, independently of the other responses and of the order in "
+    "which they are shown.")
+
+TOGETHER_SCALE = {
+    "book": "Score each response on a scale from 0 to 100, where 100 is the best score, and "
+            "give a one-sentence reason for each.",
+    "rubric": f"Grade each response from 1 to 5:\n{RUBRIC_GRADES}\n\nGive a one-sentence "
+              "reason for each.",
+}
+
+TOGETHER_ENDING = (
+    'Reply with a JSON object only: {{"scores": [{{"response": <the number of the response>, '
+    '"score": <{what}>, "reason": "<one sentence saying why>"}}, ...]}}, with exactly '
+    "{entries}.")
+
+TOGETHER_SCORE_WORDS = {"book": "the integer score", "rubric": "the grade, 1 to 5"}
+
+
+def together_label(number: int) -> tuple[str, str]:
+    """The lines that open and close response `number` (1-based) in a together prompt. Square
+    brackets, not '###': a GPT-2 fine-tuned on Alpaca prompts writes '### Response:' itself."""
+    return f"[Response {number}]", f"[End of Response {number}]"
+
+
+def _responses_word(count: int) -> str:
+    return "one response" if count == 1 else f"{count} responses"
+
+
+def render_together(template: str, record: dict, responses: list[str]) -> str:
+    """The prompt that asks the judge to score every one of `responses` (in the order shown,
+    labelled Response 1..k) against `record["output"]` for the task of `record`."""
+    if template not in TOGETHER_SCALE:
+        raise ValueError(f"unknown judge template {template!r} "
+                         f"(known: {', '.join(TEMPLATE_NAMES)})")
+    count = _responses_word(len(responses))
+    entries = ("one entry, for the one response" if len(responses) == 1
+               else f"one entry for each of the {count}")
+    blocks = []
+    for number, response in enumerate(responses, start=1):
+        opening, closing = together_label(number)
+        blocks.append(f"{opening}\n{response}\n{closing}")
+    return (
+        f"{TOGETHER_INTRO.format(count=count)}\n\n"
+        f"Task:\n{format_input(record)}\n\n"
+        f"Reference answer:\n{record['output']}\n\n"
+        + "\n\n".join(blocks) + "\n\n"
+        f"{TOGETHER_SCALE[template]}\n\n"
+        + TOGETHER_ENDING.format(what=TOGETHER_SCORE_WORDS[template], entries=entries))
+
+
+def together_schema(template: str, count: int) -> dict:
+    """The JSON schema of a together reply for `count` responses: exactly `count` entries, each
+    naming a label 1..count. (A schema cannot say "each label once"; the parser checks it.)"""
+    scale = SCALES[template]
+    entry = {
+        "type": "object",
+        "properties": {
+            "response": {"type": "integer", "minimum": 1, "maximum": count},
+            "score": {"type": "integer", "minimum": scale.low, "maximum": scale.high},
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+        },
+        "required": ["response", "score", "reason"],
+    }
+    return {
+        "type": "object",
+        "properties": {"scores": {"type": "array", "items": entry,
+                                  "minItems": count, "maxItems": count}},
+        "required": ["scores"],
+    }
+
+
+@dataclass(frozen=True)
+class TogetherParsed:
+    """A together reply read: one score and reason per label, in label order, or why not."""
+
+    state: str  # "scored" or "unparseable"
+    scores: tuple[int, ...] | None  # 0..100 (rubric grades mapped), index = label - 1
+    reasons: tuple[str | None, ...] | None
+    problem: str | None  # for "unparseable": what was wrong, in a few words
+
+
+def _unparseable(problem: str) -> TogetherParsed:
+    return TogetherParsed("unparseable", None, None, problem)
+
+
+def _is_json_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_together(template: str, count: int, text: str | None) -> TogetherParsed:
+    """Read a together reply for `count` responses. It must be one JSON object whose `scores`
+    is a list holding exactly one entry per label 1..count, each with an integer `response`
+    and an integer `score` in the template's scale; `reason` is kept when it is a string.
+    Anything else (a label missing, scored twice or unknown, a score out of range) makes the
+    whole reply unparseable: the scores of the other responses are not trusted either, since
+    the judge lost track of which response is which."""
+    scale = SCALES[template]
+    if text is None:
+        return _unparseable("no reply")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return _unparseable("not JSON")
+    if not isinstance(value, dict) or not isinstance(value.get("scores"), list):
+        return _unparseable("no 'scores' list")
+    scores: dict[int, int] = {}
+    reasons: dict[int, str | None] = {}
+    for entry in value["scores"]:
+        if not isinstance(entry, dict):
+            return _unparseable("an entry is not an object")
+        label, score = entry.get("response"), entry.get("score")
+        if not _is_json_int(label):
+            return _unparseable(f"response label {label!r} is not an integer")
+        if not 1 <= label <= count:
+            return _unparseable(f"unknown response {label}")
+        if label in scores:
+            return _unparseable(f"response {label} scored twice")
+        if not _is_json_int(score) or not scale.low <= score <= scale.high:
+            return _unparseable(f"response {label}: score {score!r} is not an integer "
+                                f"{scale.low}..{scale.high}")
+        scores[label] = scale.to_score(score)
+        reason = entry.get("reason")
+        reasons[label] = reason.strip() if isinstance(reason, str) else None
+    missing = [label for label in range(1, count + 1) if label not in scores]
+    if missing:
+        return _unparseable(f"response {missing[0]} not scored")
+    labels = range(1, count + 1)
+    return TogetherParsed("scored", tuple(scores[n] for n in labels),
+                          tuple(reasons[n] for n in labels), None)

@@ -5,7 +5,8 @@ daemon thread, so the real `ollama` and `openai` client libraries talk to it ove
 exactly as they would talk to the real servers. What the "model" answers is decided by a reply
 function `reply(body) -> str | StandInFailure`, called with the parsed JSON body of every chat
 request; the default, `book_judge`, scores a response deterministically by its word overlap
-with the correct output, so tests can assert exact scores.
+with the correct output, so tests can assert exact scores. `together_judge` does the same for
+each response of a together-mode prompt (all models' responses to one item at once).
 
     with OllamaStandIn() as server:               # GET /api/tags, POST /api/show, /api/chat, ...
         client = ollama.Client(host=server.url)
@@ -194,6 +195,57 @@ def book_judge(body: dict) -> str | StandInFailure:
     return StandInFailure(400, "stand-in judge: the prompt has neither the book's markers "
                                "(correct output `...`, score the model response `...`) nor the "
                                "rubric's (Reference answer: / Response to grade:)")
+
+
+# The together prompt (evalpipe/prompts.py, render_together): "Reference answer:\n<text>" then
+# blocks "[Response N]\n<text>\n[End of Response N]", then the instructions.
+_TOGETHER_REFERENCE = re.compile(r"Reference answer:\n(.*?)\n\n\[Response 1\]\n", re.DOTALL)
+_TOGETHER_BLOCK = re.compile(r"\[Response (\d+)\]\n(.*?)\n\[End of Response \1\]", re.DOTALL)
+_TOGETHER_RUBRIC = re.compile(r"Grade each response from 1 to 5", re.IGNORECASE)
+
+
+def parse_together_prompt(prompt: str) -> tuple[str, list[str]] | None:
+    """(reference answer, [response 1, response 2, ...]) from a together prompt, or None."""
+    reference = _TOGETHER_REFERENCE.search(prompt)
+    if not reference:
+        return None
+    blocks = [(int(m.group(1)), m.group(2))
+              for m in _TOGETHER_BLOCK.finditer(prompt, reference.end() - len("[Response 1]\n"))]
+    if [number for number, _ in blocks] != list(range(1, len(blocks) + 1)):
+        return None
+    return reference.group(1), [text for _, text in blocks]
+
+
+def together_entries(body: dict) -> list[dict] | None:
+    """What the stand-in judge answers to a together prompt, as entries {response, score,
+    reason} in label order (None when the prompt is not one): every response scored on its
+    own, 100 * F1 (book scale) or 1 + round(4 * F1) (rubric), whatever its position."""
+    parsed = parse_together_prompt(prompt_of(body))
+    if parsed is None:
+        return None
+    reference, responses = parsed
+    rubric = bool(_TOGETHER_RUBRIC.search(prompt_of(body)))
+    entries = []
+    for number, response in enumerate(responses, start=1):
+        score = (rubric_score if rubric else book_score)(response, reference)
+        entries.append({"response": number, "score": score,
+                        "reason": f"word overlap F1 with the reference is "
+                                  f"{overlap_f1(response, reference):.2f}"})
+    return entries
+
+
+def together_judge(body: dict) -> str | StandInFailure:
+    """A deterministic judge for together prompts: each response's score depends on that
+    response alone (see together_entries), so tests can check that shuffles are undone.
+    Answers {"scores": [...]} as JSON when structured output is asked, else one line per
+    response ("Response N: score - reason"). Any other prompt goes to book_judge, so one
+    stand-in serves the single and the together mode."""
+    entries = together_entries(body)
+    if entries is None:
+        return book_judge(body)
+    if wants_structured(body):
+        return json.dumps({"scores": entries})
+    return "\n".join(f"Response {e['response']}: {e['score']} - {e['reason']}" for e in entries)
 
 
 # ------------------------------------------------------------------------------------------

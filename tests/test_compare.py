@@ -451,8 +451,9 @@ def test_runs_compare_cannot_read_yet_are_refused(tmp_path, capsys):
     (results / "together/config.toml").write_text(config.to_toml(), encoding="utf-8")
     assert main(["compare", "a", "together", "--results", str(results)]) == 1
     assert capsys.readouterr().err == (
-        "evalpipe: error: run together: judged with judge.mode = 'together'; compare reads "
-        "only runs judged one model at a time (judge.mode = 'single') so far\n")
+        "evalpipe: error: run together: judged with judge.mode = 'together'; a run's own "
+        "judgment is single-mode; to judge runs together, use 'evalpipe compare RUN RUN ... "
+        "--mode together'\n")
 
     assert main(["compare", "a", "--results", str(results), "--resamples", "0"]) == 1
     assert capsys.readouterr().err == "evalpipe: error: --resamples must be at least 1, got 0\n"

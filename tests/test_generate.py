@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from evalpipe.cli import main
 from evalpipe.generation import generate_naive
