@@ -40,7 +40,8 @@ import numpy as np
 
 from evalpipe import paired, stats
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, atomic_open, write_json, write_text
+from evalpipe.io import DataError, write_json, write_text
+from evalpipe.report import pyplot, save_figure
 
 COMPARED_FIELDS = ("instruction", "input", "output")
 CONFIDENCE = 0.95
@@ -430,32 +431,9 @@ def mode_agreements(together: list[ModelScores], single: list[ModelScores]) -> l
 
 # -- plots --------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> bytes:
-    """Write the figure atomically and return the PNG bytes (compare.html embeds them)."""
-    import io
-
-    plt = _pyplot()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return buffer.getvalue()
-
-
 def plot_scores(models: list[ModelScores], rows: list[dict], path: Path) -> bytes:
     """Box plot of each model's counted scores, leaderboard order, the mean as a diamond."""
-    plt = _pyplot()
+    plt = pyplot()
     by_label = {model.label: model for model in models}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4))
     data = [by_label[row["model"]].counted() or [np.nan] for row in rows]
@@ -469,12 +447,12 @@ def plot_scores(models: list[ModelScores], rows: list[dict], path: Path) -> byte
     ax.set_title("scores by model (scored and empty items)")
     ax.legend(loc="lower right")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_vs_score(rows: list[dict], path: Path) -> bytes:
     """Mean score (with its CI) against fine-tuned test loss, one labelled point per model."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         if row["finetuned_test_loss"] is None or row["mean"] is None:
@@ -488,12 +466,12 @@ def plot_loss_vs_score(rows: list[dict], path: Path) -> bytes:
     ax.set_xlabel("fine-tuned test loss")
     ax.set_ylabel("mean judge score (95% CI)")
     ax.set_title("test loss against score")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_judges(entries: list[dict], path: Path) -> bytes:
     """One scatter per judge-against-judge comparison, the diagonal as the line of agreement."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(3, len(entries))
     rows = (len(entries) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
@@ -509,7 +487,7 @@ def plot_judges(entries: list[dict], path: Path) -> bytes:
         kappa = entry["kappa_quadratic"]
         ax.set_title(f"{entry['items']} items, kappa "
                      f"{'n/a' if kappa is None else format(kappa, '.2f')}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- Markdown -----------------------------------------------------------------------------------

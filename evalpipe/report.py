@@ -28,7 +28,8 @@ from evalpipe.stats import STATES
 
 # -- plots --------------------------------------------------------------------------------------
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot drawing to files only (no display here or in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -37,12 +38,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
+def save_figure(fig, path: Path) -> bytes:
+    """Write the figure as a PNG atomically and return its bytes (pages embed them)."""
+    import io
+
+    plt = pyplot()
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _placeholder(ax, text: str) -> None:
@@ -54,7 +61,7 @@ def _placeholder(ax, text: str) -> None:
 def plot_score_histogram(scores: list[int], path: Path) -> None:
     """Histogram of the scores of scored and empty items, bins of 10 from 0 to 100 (the last
     bin holds 90..100)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -68,13 +75,13 @@ def plot_score_histogram(scores: list[int], path: Path) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _placeholder(ax, "no scored items")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_score_vs_length(items: list[dict], measure: str, path: Path) -> None:
     """Score against response length, one point per scored or empty item (empty ones in grey):
     a judge that rewards length shows as a slope."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     length_key = "response_tokens" if measure == "response_tokens" else "response_words"
     any_point = False
@@ -92,7 +99,7 @@ def plot_score_vs_length(items: list[dict], measure: str, path: Path) -> None:
         ax.legend(loc="best", fontsize=8)
     else:
         _placeholder(ax, "no scored items")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_loss_curves(metrics: list[dict] | None, path: Path) -> None:
@@ -103,10 +110,10 @@ def plot_loss_curves(metrics: list[dict] | None, path: Path) -> None:
 
         plot_losses(metrics, path)
         return
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _placeholder(ax, "no fine-tuning in this run")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # -- the summary rows, shared by summary.md and report.html ---------------------------------------
