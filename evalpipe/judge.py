@@ -33,11 +33,11 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
@@ -375,38 +375,39 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
     states = Counter(record["state"] for record in done.values())
     progress = tqdm(total=total, initial=len(done), desc="judge", unit="item")
     progress.set_postfix(states, refresh=False)
-    executor = ThreadPoolExecutor(max_workers=settings.concurrency,
-                                  thread_name_prefix="judge")
+    calls = [((job.key, repeat), judge_prompt, judge, settings.template, settings.structured,
+              prompts[job.key], repeat_options(settings, repeat))
+             for job in todo for repeat in range(settings.repeats)]
     try:
         with JsonlAppender(partial_path) as partial:
-            futures = {}
-            for job in todo:
-                for repeat in range(settings.repeats):
-                    future = executor.submit(judge_prompt, judge, settings.template,
-                                             settings.structured, prompts[job.key],
-                                             repeat_options(settings, repeat))
-                    futures[future] = (job.key, repeat)
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    key, repeat = futures[future]
-                    pending[key][repeat] = future.result()
-                    if any(j is None for j in pending[key]):
-                        continue
-                    record = {**by_key[key].record, **judge_fields(
-                        settings, judge.identity, pending.pop(key), prompts[key],
-                        seeds_of(settings))}
-                    partial.write({**record, "_job": key, "_run_key": run_key})
-                    done[key] = record
-                    states[record["state"]] += 1
-                    progress.update(1)
-                    progress.set_postfix(states, refresh=False)
+            for (key, repeat), judgment in answered(calls, settings.concurrency, "judge"):
+                pending[key][repeat] = judgment
+                if any(j is None for j in pending[key]):
+                    continue
+                record = {**by_key[key].record, **judge_fields(
+                    settings, judge.identity, pending.pop(key), prompts[key],
+                    seeds_of(settings))}
+                partial.write({**record, "_job": key, "_run_key": run_key})
+                done[key] = record
+                states[record["state"]] += 1
+                progress.update(1)
+                progress.set_postfix(states, refresh=False)
     finally:
-        # On Ctrl-C, do not start what is still queued; requests in flight end by their
-        # timeout at the latest.
-        executor.shutdown(wait=False, cancel_futures=True)
         progress.close()
+
+
+def answered(calls: Iterable[tuple], concurrency: int, name: str) -> Iterator[tuple[Any, Any]]:
+    """Run each call `(tag, function, *args)` on `concurrency` threads and yield
+    `(tag, result)` as each one finishes, so that the caller (one thread) writes results down
+    as they come. On Ctrl-C or an error, what is still queued is not started; requests in
+    flight end by their timeout at the latest."""
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+    try:
+        futures = {executor.submit(function, *args): tag for tag, function, *args in calls}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _clean(record: dict) -> dict:

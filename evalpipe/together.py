@@ -48,7 +48,6 @@ import json
 import random
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,7 +56,7 @@ from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file, sha256_json
 from evalpipe.io import write_json, write_jsonl
-from evalpipe.judge import Judge, is_empty, open_judge
+from evalpipe.judge import Judge, answered, is_empty, open_judge
 from evalpipe.pipeline import RunPaths
 from evalpipe.prompts import parse_together, render_together, together_schema
 
@@ -435,26 +434,15 @@ def _ask_all(judge: Judge, settings: JudgeConfig, contenders: list[Contender], t
     states = Counter(record["state"] for record in done.values())
     progress = tqdm(total=total, initial=len(done), desc="together", unit="item")
     progress.set_postfix(states, refresh=False)
-    executor = ThreadPoolExecutor(max_workers=settings.concurrency,
-                                  thread_name_prefix="together")
+    calls = [(job, ask_pass, judge, settings, job, render_pass(settings, contenders, job),
+              ids[job.index]) for job in todo]
     try:
         with JsonlAppender(partial_path) as partial:
-            futures = {executor.submit(ask_pass, judge, settings, job,
-                                       render_pass(settings, contenders, job), ids[job.index]): job
-                       for job in todo}
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = futures[future]
-                    record = future.result()
-                    partial.write({**record, "_pass": job.key, "_run_key": run_key})
-                    done[job.key] = record
-                    states[record["state"]] += 1
-                    progress.update(1)
-                    progress.set_postfix(states, refresh=False)
+            for job, record in answered(calls, settings.concurrency, "together"):
+                partial.write({**record, "_pass": job.key, "_run_key": run_key})
+                done[job.key] = record
+                states[record["state"]] += 1
+                progress.update(1)
+                progress.set_postfix(states, refresh=False)
     finally:
-        # On Ctrl-C, do not start what is still queued; requests in flight end by their
-        # timeout at the latest.
-        executor.shutdown(wait=False, cancel_futures=True)
         progress.close()
