@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run names: results/<run>/")
     compare.add_argument("--name", help="results/compare-<name>/ (default: RUN-vs-RUN...)")
     compare.add_argument("--results", help="results folder (default results/ or $EVALPIPE_RESULTS)")
-    compare.add_argument("--seed", type=int, default=123, help="bootstrap seed (default 123)")
-    compare.add_argument("--resamples", type=int, default=2000,
-                         help="bootstrap resamples (default 2000)")
+    compare.add_argument("--seed", type=int,
+                         help="bootstrap seed (default: the first run's aggregate.seed)")
+    compare.add_argument("--resamples", type=int,
+                         help="bootstrap resamples (default: the first run's "
+                              "aggregate.bootstrap_resamples)")
     compare.add_argument("--mode", choices=("single", "together"), default="single",
                          help="single: each run's own judgment (default); together: judge "
                               "every run's responses to an item in one prompt first")

@@ -297,7 +297,7 @@ def test_runs_without_fine_tuning_and_a_name_of_ones_own(tmp_path, capsys):
     assert board["agreement"][0]["differs"] == ["nothing: the same judge settings twice"]
     assert board["plots"] == ["scores.png", "judges.png"]
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
-    assert "| 1 | y | gpt2-large | n/a | n/a | 60.00 | [60.00, 60.00] |" in markdown
+    assert "| 1 | y | imported from responses.json | n/a | n/a | 60.00 | [60.00, 60.00] |" in markdown
     assert ("Not computed: it needs at least 3 models with a fine-tuned test loss and a mean "
             "score, not all equal; 0 have both.") in markdown
 
@@ -487,3 +487,22 @@ def test_one_run_alone_shows_its_repeats(tmp_path):
          "kendall": None, "mean_abs_difference": None, "kappa_quadratic": None},
     ]
     assert "Only one model: no pairs." in (out / "leaderboard.md").read_text(encoding="utf-8")
+
+
+def test_the_bootstrap_defaults_to_the_first_runs_aggregate_settings(tmp_path):
+    """A model's interval in the leaderboard is the one its own report gives."""
+    from evalpipe import stats
+
+    results = tmp_path / "results"
+    write_run(results, "x", [judged(item, "Bonjour", "scored", 10 * i)
+                             for i, item in enumerate(ITEMS)], base="gpt2")
+    config = RunConfig()
+    config.aggregate.bootstrap_resamples, config.aggregate.seed = 300, 7
+    config.generate.from_file = "elsewhere/responses.json"
+    (results / "x/config.toml").write_text(config.to_toml(), encoding="utf-8")
+    assert main(["compare", "x", "--results", str(results)]) == 0
+    board = json.loads((results / "compare-x/leaderboard.json").read_text(encoding="utf-8"))
+    assert (board["resamples"], board["seed"]) == (300, 7)
+    low, high = stats.bootstrap_ci([10.0 * i for i in range(len(ITEMS))], 300, 7, 0.95)
+    assert board["models"][0]["ci"] == [round(low, 4), round(high, 4)]
+    assert board["models"][0]["base_model"] == "imported from responses.json"
