@@ -103,14 +103,20 @@ def collate(examples: list[Example], *, pad_id: int = 50256, max_length: int | N
 
 
 def batch_loss(model, inputs, targets, device, autocast_dtype=None):
-    """Mean cross-entropy over the targets that count (not -100)."""
+    """Mean cross-entropy over the targets that count (not -100): the book's loss.
+
+    The model computes logits only where the target counts, and each example only up to its
+    last counted target (`GPTModel.forward(logits_for=...)`): the padding after each
+    example's end-of-text costs nothing, nor, with mask_instruction, does the output head on
+    the prompt. The loss and its gradients are those of the book's full-logits computation.
+    """
     import torch
 
     inputs, targets = inputs.to(device), targets.to(device)
+    counted = targets != IGNORE_INDEX
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logits = model(inputs)
-    return torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        logits = model(inputs, logits_for=counted)  # (counted targets, vocab_size)
+    return torch.nn.functional.cross_entropy(logits.float(), targets[counted])
 
 
 def dataset_loss(model, examples: list[Example], settings, device, max_length,
@@ -146,6 +152,18 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
 
 # -- training -----------------------------------------------------------------------------------
 
+def make_optimizer(model, settings, device):
+    """The book's AdamW (its learning rate and weight decay), fused where PyTorch has a fused
+    kernel: one pass over each parameter instead of a chain of elementwise operations, each
+    a pass over 124M or more numbers (on CPU this takes a GPT-2 124M step's update from about
+    0.5 s to 0.1 s). The update is the same up to float rounding."""
+    import torch
+
+    fused = True if device.type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                             weight_decay=settings.weight_decay, fused=fused)
+
+
 def train_model(config: RunConfig, paths: RunPaths,
                 on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune and write the stage's outputs; `on_step(step)` is called after every
@@ -169,8 +187,7 @@ def train_model(config: RunConfig, paths: RunPaths,
     max_length = min(max_length, loaded.config.context_length)
     splits = {name: encode_examples(read_jsonl(paths / f"prepare/{name}.jsonl"),
                                     config.data.template) for name in ("train", "val", "test")}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings, device)
     steps_per_epoch = len(splits["train"]) // settings.batch_size  # last partial batch dropped
     if steps_per_epoch == 0:
         from evalpipe.errors import EvalpipeError

@@ -1,6 +1,8 @@
 """GPT-2, as built in chapters 4 and 5 of Sebastian Raschka's "Build a Large Language Model
 (from Scratch)", with two additions for fast generation: a key/value cache and an attention
-mask for left-padded batches.
+mask for left-padded batches; and one for fast training: `logits_for`, which computes the
+logits of chosen positions only, and each sequence only as far as they need, with no work
+spent on padding (see `GPTModel._forward_selected`).
 
 The module and parameter names are the book's (`tok_emb`, `trf_blocks.0.att.W_query`,
 `trf_blocks.0.norm1.scale`, ...), so a state dict saved from the book's `GPTModel` loads by
@@ -101,6 +103,62 @@ class KVCache:
         self.length = new_length
 
 
+class PackedBatch:
+    """A batch (B, T) of which a prefix of each row is computed, the kept tokens packed one
+    after another into (N, C), N the number of kept tokens.
+
+    Everything in the model but attention works token by token, so it runs on the packed
+    tokens and spends nothing on the rest (the padding of the book's right-padded training
+    batches). Attention needs the (B, T) layout: `pad` scatters the packed tokens into it,
+    zeros elsewhere, and `unpad` gathers them back. The zeros are harmless: kept tokens are a
+    prefix of their row and attention is causal, so a kept query only sees kept keys.
+    Attention run on each row apart would need no padding, but it is many small operations,
+    each of which waits for every thread: slower on a CPU shared with other work.
+    """
+
+    def __init__(self, keep: torch.Tensor):
+        self.batch_size, self.num_tokens = keep.shape
+        self.index = keep.flatten().nonzero().squeeze(1)  # (N,) into the flattened (B * T)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (N, C) -> (B, T, C)
+        return _ScatterRows.apply(x, self.index, self.batch_size * self.num_tokens).view(
+            self.batch_size, self.num_tokens, -1)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (N, C)
+        return _GatherRows.apply(x.reshape(self.batch_size * self.num_tokens, -1), self.index)
+
+
+class _ScatterRows(torch.autograd.Function):
+    """x (N, C) into rows `index` of a zero (R, C) tensor; the gradient is the gather back.
+    (index_copy's own backward also computes a gradient for the zeros, which nobody needs.)"""
+
+    @staticmethod
+    def forward(ctx, x, index, num_rows):
+        ctx.save_for_backward(index)
+        return x.new_zeros(num_rows, x.shape[-1]).index_copy_(0, index, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None
+
+
+class _GatherRows(torch.autograd.Function):
+    """Rows `index` of x (R, C); the gradient is the scatter back. (index_select's own
+    backward is an accumulating index_add, slower, and not needed: the rows are distinct.)"""
+
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.save_for_backward(index)
+        ctx.num_rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.num_rows, grad.shape[-1]).index_copy_(0, index, grad), None
+
+
 class LayerNorm(nn.Module):
     """The book's LayerNorm: parameters named `scale` and `shift`, eps 1e-5, biased variance
     (which is what F.layer_norm computes)."""
@@ -132,11 +190,16 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, *, attn_mask=None, is_causal=False, kv_cache: KVCache | None = None,
-                layer: int = 0):
-        b, num_tokens, _ = x.shape
+                layer: int = 0, packed: PackedBatch | None = None):
+        if packed is None:
+            b, num_tokens, _ = x.shape
+            to_batch = from_batch = lambda t: t
+        else:  # x is (N, D), packed; attention itself runs on the (B, T) layout
+            b, num_tokens = packed.batch_size, packed.num_tokens
+            to_batch, from_batch = packed.pad, packed.unpad
 
         def split_heads(t):  # (B, T, D) -> (B, H, T, hd)
-            return t.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+            return to_batch(t).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
         queries = split_heads(self.W_query(x))
         keys = split_heads(self.W_key(x))
@@ -144,11 +207,21 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             keys, values = kv_cache.append(layer, keys, values)
 
-        context = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.dropout.p if self.training else 0.0)
+        dropout_p = self.dropout.p if self.training else 0.0
+        if queries.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast would attend in bf16, whose backward kernel is 2-3x slower than
+            # fp32's (6% of a bf16 GPT-2 124M training step): attend in fp32, the more
+            # precise anyway; the output projection casts back.
+            with torch.autocast("cpu", enabled=False):
+                context = F.scaled_dot_product_attention(
+                    queries.float(), keys.float(), values.float(), attn_mask=attn_mask,
+                    is_causal=is_causal, dropout_p=dropout_p)
+        else:
+            context = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=attn_mask, is_causal=is_causal,
+                dropout_p=dropout_p)
         context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-        return self.out_proj(context)
+        return self.out_proj(from_batch(context))
 
 
 class FeedForward(nn.Module):
@@ -175,9 +248,10 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x, *, attn_mask=None, is_causal=False, kv_cache: KVCache | None = None,
-                layer: int = 0):
+                layer: int = 0, packed: PackedBatch | None = None):
         x = x + self.drop_shortcut(self.att(self.norm1(x), attn_mask=attn_mask,
-                                            is_causal=is_causal, kv_cache=kv_cache, layer=layer))
+                                            is_causal=is_causal, kv_cache=kv_cache, layer=layer,
+                                            packed=packed))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
         return x
 
@@ -215,7 +289,7 @@ class GPTModel(nn.Module):
         return KVCache(self.cfg, batch_size, max_length, device=weight.device, dtype=weight.dtype)
 
     def forward(self, idx, *, kv_cache: KVCache | None = None, attention_mask=None,
-                last_token_only: bool = False):
+                last_token_only: bool = False, logits_for: torch.Tensor | None = None):
         """Logits (B, T, vocab_size) for token ids `idx` (B, T).
 
         kv_cache: the keys and values of earlier tokens; `idx` continues them, and the cache
@@ -226,7 +300,17 @@ class GPTModel(nn.Module):
             sequence gets exactly the logits it would get alone.
         last_token_only: compute logits for the last position only (B, 1, vocab_size), which
             is all generation needs; it saves most of the vocabulary projection.
+        logits_for: (B, T) booleans; return logits (N, vocab_size) for the N True positions
+            only, in row-major order, e.g. those whose training target counts:
+            `model(inputs, logits_for=targets != -100)` then `cross_entropy(logits,
+            targets[targets != -100])` is the book's loss for less work (see
+            `_forward_selected`). Not with a KV cache or an attention mask.
         """
+        if logits_for is not None:
+            if kv_cache is not None or attention_mask is not None or last_token_only:
+                raise ValueError("logits_for does not combine with kv_cache, attention_mask "
+                                 "or last_token_only")
+            return self._forward_selected(idx, logits_for)
         batch_size, num_tokens = idx.shape
         past = kv_cache.length if kv_cache is not None else 0
         total = past + num_tokens
@@ -247,6 +331,41 @@ class GPTModel(nn.Module):
             kv_cache.length = total
         if last_token_only:
             x = x[:, -1:]
+        return self.out_head(self.final_norm(x))
+
+    def _forward_selected(self, idx, logits_for):
+        """Logits of the selected positions, computing no more than they depend on.
+
+        A causal model's output at a position depends on the tokens up to that position only,
+        so each row is computed up to its last selected position and no further: in the
+        book's right-padded batches, everything after an example's end-of-text target is
+        left out. The kept prefixes are packed one after another into (N, D), N their total
+        length (see `PackedBatch`). The final norm and the output head (for GPT-2
+        124M a third of the work per token) run on the selected positions only. The results
+        are those of the full computation up to float rounding (the same operations on the
+        same numbers, in differently shaped matrix products).
+        """
+        if tuple(logits_for.shape) != tuple(idx.shape):
+            raise ValueError(f"logits_for has shape {tuple(logits_for.shape)}, expected the "
+                             f"shape of idx {tuple(idx.shape)}")
+        if idx.shape[1] > self.cfg.context_length:
+            raise ValueError(f"{idx.shape[1]} tokens exceed the context length of "
+                             f"{self.cfg.context_length}")
+        selected = logits_for.to(device=idx.device, dtype=torch.bool)
+        positions = torch.arange(idx.shape[1], device=idx.device).expand_as(idx)
+        row_lengths = torch.where(selected, positions + 1, 0).amax(dim=1, keepdim=True)
+        keep = positions < row_lengths  # (B, T): a prefix of each row, row-major when packed
+
+        # Columns past the longest kept prefix hold nothing kept: attention need not see them.
+        kept_length = max(int(row_lengths.max()), 1)  # 1: an empty selection still runs
+        idx, selected, positions, keep = (t[:, :kept_length] for t in
+                                          (idx, selected, positions, keep))
+        packed = PackedBatch(keep)
+
+        x = self.drop_emb(self.tok_emb(idx[keep]) + self.pos_emb(positions[keep]))  # (N, D)
+        for layer, block in enumerate(self.trf_blocks):
+            x = block(x, is_causal=True, layer=layer, packed=packed)
+        x = x[selected[keep]]  # the selected positions, in row-major order as in idx
         return self.out_head(self.final_norm(x))
 
     @staticmethod
