@@ -17,7 +17,7 @@ Three things make the scores cheap to redo and safe to interrupt:
   with a run key, so Ctrl-C or a crash loses no finished judgment and a rerun only asks for
   what is missing. Records in state `error` are not finished: a rerun asks again.
 - canaries: a few known answers (the reference output as the response: should score high;
-  another item's reference output: should score low), judged exactly like the items and
+  an empty-looking reply such as 'N/A': should score near 0), judged exactly like the items and
   reported apart, to flag a judge that is not reading.
 
 The pieces a judge of several runs at once ("together" mode, `evalpipe compare`) reuses:

@@ -193,7 +193,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             ("good canaries (the reference itself)", "canaries.good.count", _plain),
             ("good: mean score", "canaries.good.mean", score2),
             ("good: lowest score", "canaries.good.min", _plain),
-            ("bad canaries (another item's reference)", "canaries.bad.count", _plain),
+            ("bad canaries (an empty-looking reply)", "canaries.bad.count", _plain),
             ("bad: mean score", "canaries.bad.mean", score2),
             ("bad: highest score", "canaries.bad.max", _plain),
             ("every good above every bad", "canaries.separated", _plain),

@@ -180,8 +180,8 @@ def self_consistency(repeat_scores: Sequence[Sequence[int | None]]) -> dict | No
 
 def canary_summary(canaries: Sequence[dict]) -> dict | None:
     """Scores of the known answers (docs/records.md, judge/canaries.jsonl): per kind (`good`:
-    the reference itself, should score high; `bad`: another item's reference, should score
-    low) the count, how many got a score, and the mean, min and max of those scores; and
+    the reference itself, should score high; `bad`: an empty-looking reply, should score
+    near 0) the count, how many got a score, and the mean, min and max of those scores; and
     `separated`: whether every good canary scored above every bad one (None when a kind has no
     score). None when there are no canaries."""
     if not canaries:
