@@ -44,6 +44,7 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file, sha256_json
 from evalpipe.io import write_json, write_jsonl
 from evalpipe.pipeline import RunPaths
+from evalpipe.stats import STATES  # docs/records.md
 from evalpipe.prompts import parse_reply, render, schema
 
 SCORES = "scores.jsonl"
@@ -51,7 +52,6 @@ CANARIES = "canaries.jsonl"
 SUMMARY = "summary.json"
 PARTIAL = "scores.partial.jsonl"
 CACHE_NAME = "judge-cache.sqlite"
-STATES = ("scored", "empty", "unparseable", "error")
 CANARY_ITEMS = 5  # canaries are made from the first min(5, n) test items
 
 # Backoff before retry number r (0-based) is RETRY_BASE_DELAY * 2**r seconds, at most

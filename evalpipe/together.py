@@ -58,6 +58,7 @@ from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_fi
 from evalpipe.io import write_json, write_jsonl
 from evalpipe.judge import Judge, answered, is_empty, open_judge
 from evalpipe.pipeline import RunPaths
+from evalpipe.stats import STATES  # docs/records.md
 from evalpipe.prompts import parse_together, render_together, together_schema
 
 FOLDER = "together"
@@ -66,7 +67,6 @@ ITEMS = "items.jsonl"
 PARTIAL = "items.partial.jsonl"
 SUMMARY = "summary.json"
 MANIFEST = "manifest.json"
-STATES = ("scored", "empty", "unparseable", "error")
 # The judge settings that decide the replies (where and how fast it is asked do not).
 JUDGE_KEYS = ("backend", "model", "template", "options", "swap")
 
