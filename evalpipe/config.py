@@ -80,7 +80,7 @@ class FinetuneConfig:
     mask_instruction: bool = False  # exclude instruction/input tokens from the loss (ex. 7.2)
     eval_interval: int = 5  # steps between validation-loss evaluations; 0 = per epoch only
     early_stopping: int = 0  # patience in evaluations without improvement; 0 = off
-    checkpoint_interval: int = 50  # steps between resumable checkpoints
+    checkpoint_interval: int = 50  # steps between resumable checkpoints; 0 = per epoch only
     max_steps: int = 0  # stop after this many optimizer steps; 0 = no limit
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     dtype: str = "float32"  # "float32" or "bfloat16" (autocast)

@@ -200,8 +200,11 @@ def train_model(config: RunConfig, paths: RunPaths,
     def loss_of(split: str) -> float:
         return dataset_loss(model, splits[split], settings, device, max_length, autocast_dtype)
 
+    # A checkpoint counts only for the same settings, base weights and data (every split: the
+    # checkpoint also holds the base model's validation and test losses).
     run_key = sha256_json({"config": config_key(config), "base": loaded.sha256,
-                           "data": [e.tokens for e in splits["train"][:3]]})
+                           "data": {name: [(e.tokens, e.prompt_length) for e in examples]
+                                    for name, examples in splits.items()}})
     state = {"step": 0, "tokens_seen": 0, "metrics": [], "best_val": math.inf,
              "best_weights": None, "evals_without_gain": 0, "stopped_early": False,
              "train_seconds": 0.0, "train_losses": [], "run_key": run_key}
@@ -270,7 +273,8 @@ def train_model(config: RunConfig, paths: RunPaths,
         if (settings.eval_interval and state["step"] % settings.eval_interval == 0) or \
                 end_of_epoch or state["step"] == total_steps:
             evaluate(state["step"] / steps_per_epoch)
-        if state["step"] % settings.checkpoint_interval == 0 or end_of_epoch:
+        if end_of_epoch or (settings.checkpoint_interval
+                            and state["step"] % settings.checkpoint_interval == 0):
             save_checkpoint()
         if on_step is not None:
             on_step(state["step"])
@@ -287,7 +291,7 @@ def train_model(config: RunConfig, paths: RunPaths,
         "steps": state["step"], "tokens_seen": state["tokens_seen"],
         "epochs": round(state["step"] / steps_per_epoch, 4),
         "stopped_early": state["stopped_early"], "train_seconds": round(state["train_seconds"], 3),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": model.num_parameters(),
     }
     save_finetuned(model.cpu(), loaded.config, out, {
         "tokenizer": "gpt2", "template": config.data.template,

@@ -37,16 +37,17 @@ UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` for a writer that wants a file name (safetensors'
+    save_file); on success it is synced and replaces `path` in one rename, on failure it is
+    removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
+        yield Path(tmp_name)
+        with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         # mkstemp makes the file private (0600); a result is an ordinary file (0666 - umask).
         os.chmod(tmp_name, 0o666 & ~UMASK)
@@ -55,6 +56,14 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
+    encoding = None if "b" in mode else "utf-8"
+    with atomic_path(path) as tmp_path, open(tmp_path, mode, encoding=encoding) as handle:
+        yield handle
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -50,6 +50,9 @@ def load_base(config: RunConfig, spec: str | None = None):
                            f"{config.finetune.seed}", sha256=f"random-{config.finetune.seed}")
     loaded = load_base_model(spec, overrides)
     set_dropout(loaded.model, config.model.drop_rate)
+    # The shape saved with the fine-tuned model records the rate it was trained with.
+    loaded.config = dataclasses.replace(loaded.config, drop_rate=config.model.drop_rate)
+    loaded.model.cfg = loaded.config
     return loaded
 
 

@@ -24,16 +24,14 @@ and model.json (the shape plus what the caller records: tokenizer, template, bas
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import sha256_file, write_json
+from evalpipe.io import atomic_path, sha256_file, write_json
 from evalpipe.model import PRESETS, GPTConfig, GPTModel
 
 HUB_OWNER = "openai-community"  # where OpenAI's GPT-2 checkpoints live on the Hub
@@ -101,16 +99,8 @@ def save_finetuned(model: GPTModel, config: GPTConfig, out_dir: str | Path, meta
         del state["out_head.weight"]  # the same tensor as tok_emb.weight
 
     weights_path = out_dir / WEIGHTS_FILE
-    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp_name)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, weights_path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(weights_path) as tmp_path:
+        save_file(state, str(tmp_path))
     # The hash ties the two files together: load_finetuned refuses a pair from two saves.
     write_json(out_dir / FINETUNED_CONFIG_FILE, {
         "format": FINETUNED_FORMAT, "config": config.to_dict(),

@@ -137,3 +137,35 @@ def test_bfloat16_autocast_trains_and_saves_float32_weights(run_env, instruction
     assert summary["finetuned_test_loss"] < summary["base_test_loss"]
     loaded = load_finetuned(out)
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+
+
+def test_a_checkpoint_from_other_data_is_not_resumed(run_env, instruction_data, gpt2_tokenizer):
+    """Any split changed after a kill (here one validation record) means starting over: the
+    checkpoint's weights and its base-model losses belong to the old data."""
+    config = load_config(SMOKE, overrides(instruction_data, "finetune.max_steps=3"))
+    assert cli("changed", "prepare", overrides(instruction_data)) == 0
+    paths = RunPaths(run_env / "results", "changed")
+
+    def stop_after_two(step: int) -> None:
+        if step == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_model(config, paths, on_step=stop_after_two)
+    val = paths / "prepare/val.jsonl"
+    records = read_jsonl(val)
+    records[-1]["output"] += " (edited)"
+    val.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    steps = []
+    train_model(config, paths, on_step=steps.append)
+    assert steps == [1, 2, 3]
+
+
+def test_checkpoint_interval_zero_checkpoints_per_epoch_only(run_env, instruction_data,
+                                                              gpt2_tokenizer):
+    settings = overrides(instruction_data, "finetune.max_steps=2", "finetune.eval_interval=0",
+                         "finetune.checkpoint_interval=0")
+    assert cli("nockpt", "finetune", settings) == 0
+    assert json.loads((run_env / "results/nockpt/finetune/summary.json").read_text())[
+        "steps"] == 2

@@ -71,3 +71,19 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     write_text(tmp_path / "report.html", "<p>hi</p>")
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert os.umask(UMASK) == UMASK  # reading it at import left the process's umask as it was
+
+
+def test_atomic_path_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):
+    from evalpipe.io import UMASK, atomic_path
+
+    target = tmp_path / "model.safetensors"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError("disk full")
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
