@@ -30,6 +30,12 @@ STATES_WITH_SCORE = ("scored", "empty")
 
 # -- location and spread ------------------------------------------------------------------------
 
+def state_counts(records: Sequence[dict]) -> dict[str, int]:
+    """How many records end in each state, every state named (0 when none)."""
+    counts = collections.Counter(record["state"] for record in records)
+    return {state: counts[state] for state in STATES}
+
+
 def mean(values: Sequence[float]) -> float | None:
     """Arithmetic mean; None for no values."""
     if len(values) == 0:
