@@ -293,6 +293,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.train_fraction and data.test_fraction must lie between 0 and 1")
     if data.train_fraction + data.test_fraction > 1:
         raise ConfigError("data.train_fraction + data.test_fraction must not exceed 1")
+    if config.aggregate.seed < 0:
+        raise ConfigError(f"aggregate.seed: must be 0 or more, got {config.aggregate.seed}")
     if not 0 < config.aggregate.confidence < 1:
         raise ConfigError(f"aggregate.confidence: must lie between 0 and 1 (0.95 for a 95% interval), "
                           f"got {config.aggregate.confidence}")

@@ -46,16 +46,23 @@ def outputs(config: RunConfig) -> tuple[str, ...]:
 
 
 def fetch(config: RunConfig, paths: RunPaths) -> None:
-    source = config.data.source
+    """Make the source local and check its pin. This runs before every cache decision, so a
+    data.sha256 that the file does not match fails even when prepare is up to date."""
+    source, path = config.data.source, source_path(config, paths)
     if is_url(source):
-        download(source, source_path(config, paths), config.data.sha256)
-    elif not source_path(config, paths).exists():
-        raise DataError(f"data.source: file not found: {source_path(config, paths)}")
+        download(source, path)
+    elif not path.exists():
+        raise DataError(f"data.source: file not found: {path}")
+    try:
+        check_sha256(path, config.data.sha256)
+    except DataError:
+        if is_url(source):
+            path.unlink()  # never keep a download that fails its checksum: fetch it again
+        raise
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
     source = source_path(config, paths)
-    check_sha256(source, config.data.sha256)
     records = with_ids(validate(read_records(source), source))
     splits = split(records, config.data)
     out = paths.stage_dir("prepare")
@@ -84,7 +91,7 @@ def source_path(config: RunConfig, paths: RunPaths) -> Path:
     return Path(source).expanduser()
 
 
-def download(url: str, target: Path, expected_sha256: str = "") -> None:
+def download(url: str, target: Path) -> None:
     """Download `url` to `target` once (with a progress bar); a later call finds it there."""
     if target.exists():
         return
@@ -110,19 +117,14 @@ def download(url: str, target: Path, expected_sha256: str = "") -> None:
             f"cannot download {url} ({why}); offline, give a local copy "
             f"with --set data.source=PATH or place it at {target}"
         ) from None
-    if expected_sha256:
-        try:
-            check_sha256(target, expected_sha256)
-        except DataError:
-            target.unlink()  # never keep a download that failed its checksum
-            raise
 
 
 def check_sha256(path: Path, expected: str) -> None:
-    if expected and sha256_file(path) != expected.lower():
-        raise DataError(
-            f"{path}: SHA-256 is {sha256_file(path)}, but data.sha256 expects {expected}"
-        )
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise DataError(f"{path}: SHA-256 is {actual}, but data.sha256 expects {expected}")
 
 
 # -- records ------------------------------------------------------------------------------------

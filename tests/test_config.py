@@ -95,3 +95,8 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     path = write(tmp_path, config.to_toml())
     assert load_config(path) == config
     assert load_config(path) != RunConfig()
+
+
+def test_a_negative_bootstrap_seed_is_refused():
+    with pytest.raises(ConfigError, match=r"^aggregate.seed: must be 0 or more, got -1$"):
+        load_config(None, ["aggregate.seed=-1"])

@@ -171,3 +171,13 @@ def test_an_unreachable_url_says_how_to_use_a_local_file(tmp_path, http_folder):
     with pytest.raises(EvalpipeError, match=r"cannot download http://127.0.0.1:9/d.json "
                                             r"\(ConnectError: "):
         prepare(tmp_path, "http://127.0.0.1:9/d.json")
+
+
+def test_a_checksum_is_checked_even_when_prepare_is_up_to_date(tmp_path):
+    source = write_json(tmp_path / "d.json", make_records(20))
+    prepare(tmp_path, source)
+    with pytest.raises(DataError, match=r"d.json: SHA-256 is [0-9a-f]{64}, but data.sha256 "
+                                        r"expects 00ff"):
+        prepare(tmp_path, source, "data.sha256=00ff")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    prepare(tmp_path, source, f"data.sha256={digest.upper()}")  # the pin holds: up to date
