@@ -45,12 +45,10 @@ def config_key(config: RunConfig) -> dict:
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
     files = {f"prepare/{name}": paths / f"prepare/{name}"
              for name in ("train.jsonl", "val.jsonl", "test.jsonl")}
-    base = Path(config.model.base).expanduser()
-    if base.is_file():
-        files["base"] = base
-    elif base.is_dir():
-        for weights in sorted(base.glob("*.safetensors")):
-            files[f"base/{weights.name}"] = weights
+    from evalpipe.weights import local_files
+
+    for path in local_files(config.model.base):
+        files[f"base/{path.name}"] = path
     return files
 
 

@@ -55,6 +55,12 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
     elif config.generate.model == "finetuned":
         for name in ("model.safetensors", "model.json"):
             files[f"finetune/{name}"] = paths / f"finetune/{name}"
+    else:  # a base model straight away: its local files, if it has any
+        from evalpipe.weights import local_files
+
+        spec = config.model.base if config.generate.model == "base" else config.generate.model
+        for path in local_files(spec):
+            files[f"model/{path.name}"] = path
     return files
 
 

@@ -72,15 +72,43 @@ def load_base_model(spec: str, shape_overrides: dict | None = None, *,
     if not path.exists():
         raise WeightsError(f"model {spec!r} is neither a GPT-2 preset ({', '.join(PRESETS)}), "
                            f"nor hf:OWNER/REPO, nor an existing file or folder")
-    if path.is_dir():
-        if (path / FINETUNED_CONFIG_FILE).exists() and (path / WEIGHTS_FILE).exists():
-            return load_finetuned(path)
-        weights = next((path / name for name in (WEIGHTS_FILE, "pytorch_model.bin")
-                        if (path / name).exists()), None)
-        if weights is None:
-            raise WeightsError(f"{path} holds no {WEIGHTS_FILE} (nor pytorch_model.bin)")
-        return _load_file(weights, _read_json_beside(weights), overrides, source=str(weights))
-    return _load_file(path, _read_json_beside(path), overrides, source=str(path))
+    if _is_finetuned_folder(path):
+        return load_finetuned(path)
+    weights = _weights_in(path)
+    if weights is None:
+        raise WeightsError(f"{path} holds no {WEIGHTS_FILE} (nor pytorch_model.bin)")
+    return _load_file(weights, _read_json_beside(weights), overrides, source=str(weights))
+
+
+def local_files(spec: str) -> list[Path]:
+    """The local files that load_base_model(spec) reads: weights and the JSON that shapes
+    them; none for a Hub spec or a path that does not exist. The stage cache hashes them, so
+    a checkpoint replaced in place reruns the stages that use it."""
+    if spec in PRESETS or spec.startswith("hf:"):
+        return []
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return []
+    if _is_finetuned_folder(path):
+        return [path / WEIGHTS_FILE, path / FINETUNED_CONFIG_FILE]
+    weights = _weights_in(path)
+    if weights is None:
+        return []
+    beside = _json_path_beside(weights)
+    return [weights] + ([beside] if beside else [])
+
+
+def _is_finetuned_folder(path: Path) -> bool:
+    return path.is_dir() and (path / FINETUNED_CONFIG_FILE).exists() and \
+        (path / WEIGHTS_FILE).exists()
+
+
+def _weights_in(path: Path) -> Path | None:
+    """The weights file a path names: itself, or in a folder the Hub layout's file."""
+    if not path.is_dir():
+        return path
+    return next((path / name for name in (WEIGHTS_FILE, "pytorch_model.bin")
+                 if (path / name).exists()), None)
 
 
 def save_finetuned(model: GPTModel, config: GPTConfig, out_dir: str | Path, meta: dict) -> None:
@@ -220,12 +248,17 @@ def _read_json(path: Path) -> dict:
     return value
 
 
-def _read_json_beside(weights: Path) -> tuple[dict, Path] | None:
+def _json_path_beside(weights: Path) -> Path | None:
     """A config next to a weights file: <stem>.json, else config.json in the same folder."""
     for candidate in (weights.with_suffix(".json"), weights.parent / HF_CONFIG_FILE):
         if candidate.exists():
-            return _read_json(candidate), candidate
+            return candidate
     return None
+
+
+def _read_json_beside(weights: Path) -> tuple[dict, Path] | None:
+    path = _json_path_beside(weights)
+    return None if path is None else (_read_json(path), path)
 
 
 def _declared_shape(values: dict, path: Path) -> dict:

@@ -142,3 +142,30 @@ def test_a_response_key_that_is_not_there_is_named(run_env, instruction_data, bo
                str(book_responses), "--response-key", "answer") == 1
     error = capsys.readouterr().err
     assert "answer" in error and str(book_responses) in error
+
+
+def test_a_base_checkpoint_replaced_in_place_makes_generate_stale(
+        run_env, instruction_data, gpt2_tokenizer, capsys):
+    """generate.model = a local checkpoint: its files are inputs of the stage."""
+    import torch
+
+    from evalpipe.model import GPTConfig, GPTModel
+
+    shape = GPTConfig(emb_dim=64, n_layers=2, n_heads=4, context_length=256)  # smoke.toml
+    checkpoint = run_env / "mine.pth"
+    torch.manual_seed(0)
+    torch.save(GPTModel(shape).state_dict(), checkpoint)
+    (run_env / "mine.json").write_text(json.dumps(shape.to_dict()))
+    settings = [f"data.source={instruction_data}", f"generate.model={checkpoint}",
+                "generate.max_new_tokens=4"]
+    assert cli("mine", "generate", settings) == 0
+    assert not (run_env / "results/mine/finetune").exists()  # a base model needs no fine-tune
+
+    capsys.readouterr()
+    assert cli("mine", "status", settings) == 0
+    assert "generate   done" in capsys.readouterr().out
+    torch.manual_seed(1)
+    torch.save(GPTModel(shape).state_dict(), checkpoint)
+    assert cli("mine", "status", settings) == 0
+    assert f"generate   stale    input model/mine.pth ({checkpoint}) changed" in \
+        capsys.readouterr().out

@@ -365,3 +365,26 @@ def test_load_finetuned_refuses_mismatched_or_missing_files(tmp_path):
         load_finetuned(tmp_path / "b")
     with pytest.raises(ValueError, match="meta may not set config"):
         save_finetuned(book_model(config), config, tmp_path / "c", {"config": {}})
+
+
+def test_local_files_are_what_loading_reads(tmp_path):
+    from evalpipe.weights import local_files
+
+    assert local_files("gpt2-medium") == [] and local_files("hf:me/my-gpt") == []
+    assert local_files(str(tmp_path / "nowhere.pth")) == []
+    pth = tmp_path / "book" / "model.pth"
+    pth.parent.mkdir()
+    torch.save(book_model().state_dict(), pth)
+    assert local_files(str(pth)) == [pth]
+    (pth.parent / "model.json").write_text(json.dumps(BOOK_SHAPE.to_dict()))
+    assert local_files(str(pth)) == [pth, pth.parent / "model.json"]
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "pytorch_model.bin").write_bytes(b"")
+    (hub / "config.json").write_text("{}")
+    assert local_files(str(hub)) == [hub / "pytorch_model.bin", hub / "config.json"]
+
+    save_finetuned(book_model(), BOOK_SHAPE, tmp_path / "tuned", {})
+    assert local_files(str(tmp_path / "tuned")) == [tmp_path / "tuned/model.safetensors",
+                                                    tmp_path / "tuned/model.json"]
