@@ -167,9 +167,9 @@ def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[di
     # the same settings.
     run_key = sha256_json({"config": config_key(config), "weights": loaded.sha256})
     done = {r["id"]: r for r in read_partial_jsonl(out / PARTIAL) if r.get("_run_key") == run_key}
-    todo = [r for r in test_records if r["id"] not in done]
-    # Similar lengths in one batch waste less work on padding.
-    todo.sort(key=lambda r: len(encode(template.prompt(r))))
+    # (record, prompt tokens), similar lengths side by side: a batch wastes less on padding.
+    todo = sorted(((r, encode(template.prompt(r))) for r in test_records if r["id"] not in done),
+                  key=lambda pair: len(pair[1]))
     if done:
         print(f"generate: resuming, {len(done)} of {len(test_records)} already done")
 
@@ -178,18 +178,17 @@ def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[di
     tokens_made, clock = 0, time.monotonic()
     with JsonlAppender(out / PARTIAL) as partial:
         for start in range(0, len(todo), settings.batch_size):
-            batch = todo[start:start + settings.batch_size]
-            prompts = [encode(template.prompt(record)) for record in batch]
+            batch = [record for record, _ in todo[start:start + settings.batch_size]]
+            prompts = [prompt for _, prompt in todo[start:start + settings.batch_size]]
             batch_clock = time.monotonic()
-            with torch.inference_mode():
-                generations = generate_batch(
-                    model, prompts,
-                    max_new_tokens=settings.max_new_tokens,
-                    eos_id=END_OF_TEXT_ID,
-                    temperature=settings.temperature,
-                    top_k=settings.top_k or None,
-                    generator=generator,
-                )
+            generations = generate_batch(
+                model, prompts,
+                max_new_tokens=settings.max_new_tokens,
+                eos_id=END_OF_TEXT_ID,
+                temperature=settings.temperature,
+                top_k=settings.top_k or None,
+                generator=generator,
+            )
             seconds = (time.monotonic() - batch_clock) / len(batch)
             for record, prompt, generation in zip(batch, prompts, generations):
                 result = {

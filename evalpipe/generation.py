@@ -133,7 +133,10 @@ def generate_batch(model: GPTModel, prompts: list[list[int]], *, max_new_tokens:
         return None if bool(mask.all()) else mask  # no mask: the faster plain causal path
 
     with _EvalMode(model), torch.inference_mode():
-        kv_cache = model.new_kv_cache(len(prompts))
+        # Room for what this batch can reach, not the whole context: a GPT-2 medium cache
+        # for 1024 positions is 1.6 GB at batch 8.
+        kv_cache = model.new_kv_cache(len(prompts),
+                                      min(context_length, width + max_new_tokens))
         logits = model(tokens, kv_cache=kv_cache, attention_mask=mask_if_padded(real),
                        last_token_only=True)[:, -1]
         for step in range(max_new_tokens):
@@ -164,7 +167,7 @@ def generate_batch(model: GPTModel, prompts: list[list[int]], *, max_new_tokens:
             tokens = torch.cat((tokens, chosen[:, None]), dim=1)
             real = torch.cat((real, torch.ones_like(chosen)[:, None]), dim=1)
 
-            if kv_cache is not None and kv_cache.length < context_length:
+            if kv_cache is not None and kv_cache.length < kv_cache.max_length:
                 logits = model(chosen[:, None], kv_cache=kv_cache,
                                attention_mask=mask_if_padded(real), last_token_only=True)[:, -1]
             else:

@@ -149,3 +149,20 @@ def test_generation_runs_in_eval_mode_and_restores_training_mode():
     assert first == generate_batch(model, prompts, max_new_tokens=6, eos_id=None)  # no dropout
     assert first[0] == generate_naive(model, prompts[0], max_new_tokens=6, eos_id=None)
     assert model.training
+
+
+def test_the_kv_cache_holds_what_the_batch_can_reach(model, monkeypatch):
+    sizes = []
+    new_kv_cache = model.new_kv_cache
+
+    def recording(batch_size, max_length=None):
+        sizes.append(max_length)
+        return new_kv_cache(batch_size, max_length)
+
+    monkeypatch.setattr(model, "new_kv_cache", recording)
+    prompts = random_prompts([3, 7, 5])
+    short = generate_batch(model, prompts, max_new_tokens=6, eos_id=None)
+    assert short == naive_all(model, prompts, max_new_tokens=6, eos_id=None)
+    long = generate_batch(model, prompts, max_new_tokens=40, eos_id=None)  # past the context
+    assert long == naive_all(model, prompts, max_new_tokens=40, eos_id=None)
+    assert sizes == [7 + 6, CONTEXT]
