@@ -130,8 +130,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(status.line())
         return 0
     if args.command == "clean":
-        removed = pipeline.clean(args.stage)
-        print("removed " + ", ".join(map(str, removed)) if removed else "nothing to remove")
+        clean(pipeline, args.stage)
         return 0
     target = "aggregate" if args.command == "evaluate" else args.command
     pipeline.ensure(target, force=getattr(args, "force", False))
@@ -149,11 +148,7 @@ def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
         print("\n".join(bases.status_lines(config, paths)))
         return 0
     if args.command == "clean":
-        def clean(pipeline):
-            removed = pipeline.clean(args.stage)
-            print("removed " + ", ".join(map(str, removed)) if removed else "nothing to remove")
-
-        bases.each(config, paths, clean)
+        bases.each(config, paths, lambda pipeline: clean(pipeline, args.stage))
         return 0
     if args.command in ("judge", "aggregate") and config.judge.mode == "together":
         raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
@@ -161,6 +156,11 @@ def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
     force = getattr(args, "force", False)
     bases.each(config, paths, lambda pipeline: pipeline.ensure(args.command, force=force))
     return 0
+
+
+def clean(pipeline: Pipeline, stage: str) -> None:
+    removed = pipeline.clean(stage)
+    print("removed " + ", ".join(map(str, removed)) if removed else "nothing to remove")
 
 
 def _toml_string(text: str) -> str:
