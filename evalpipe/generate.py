@@ -20,7 +20,7 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, read_records, sha256_json
 from evalpipe.io import write_json, write_jsonl
 from evalpipe.pipeline import RunPaths
-from evalpipe.prepare import FIELDS, content_id
+from evalpipe.prepare import FIELDS, check_fields, content_id
 
 RESPONSES = "responses.jsonl"
 PARTIAL = "responses.partial.jsonl"
@@ -90,21 +90,15 @@ def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict
     unmatched_source: list[int] = []
     test_ids = {content_id(record) for record in test_records}
     for index, record in enumerate(imported):
-        for field in (*FIELDS, key):
-            if field not in record:
-                raise EvalpipeError(f"{source}: record {index}: field '{field}' is missing")
-            if not isinstance(record[field], str):
-                raise EvalpipeError(
-                    f"{source}: record {index}: field '{field}' must be a string, "
-                    f"got {type(record[field]).__name__}"
-                )
+        check_fields(record, index, source, (*FIELDS, key))
         content = content_id(record)
         if content not in test_ids or content in by_content:
             unmatched_source.append(index)
         else:
             by_content[content] = record
 
-    tokenizer_encode = _encoder()
+    from evalpipe.templates import encode  # as generation counts tokens
+
     results, missing = [], []
     for record in test_records:
         match = by_content.get(content_id(record))
@@ -115,7 +109,7 @@ def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict
             continue
         response = match[key]
         results.append({**record, "response": response, "prompt_tokens": None,
-                        "response_tokens": len(tokenizer_encode(response)),
+                        "response_tokens": len(encode(response)),
                         "stop_reason": "imported", "seconds": None})
 
     out = paths.stage_dir("generate")
@@ -138,12 +132,6 @@ def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict
     write_json(out / "import-report.json", report)
     print(f"generate: imported {report['matched']} of {len(test_records)} responses from {source}"
           + (f"; {len(missing)} missing" if missing else ""))
-
-
-def _encoder():
-    from evalpipe.templates import get_tokenizer
-
-    return get_tokenizer().encode_ordinary
 
 
 # -- generating ---------------------------------------------------------------------------------

@@ -134,21 +134,23 @@ def validate(records: list[dict], source: Path) -> list[dict]:
     must not be empty. The first bad record stops the stage before anything is written."""
     if not records:
         raise DataError(f"{source}: no records")
-    clean = []
     for index, record in enumerate(records):
-        for field in FIELDS:
-            if field not in record:
-                raise DataError(f"{source}: record {index}: field '{field}' is missing")
-            value = record[field]
-            if not isinstance(value, str):
-                raise DataError(
-                    f"{source}: record {index}: field '{field}' must be a string, "
-                    f"got {type(value).__name__}"
-                )
-            if field in NON_EMPTY and not value.strip():
-                raise DataError(f"{source}: record {index}: field '{field}' is empty")
-        clean.append({field: record[field] for field in FIELDS})
-    return clean
+        check_fields(record, index, source, FIELDS, non_empty=NON_EMPTY)
+    return [{field: record[field] for field in FIELDS} for record in records]
+
+
+def check_fields(record: dict, index: int, source: Path, fields, non_empty=()) -> None:
+    """One record's string fields: present, strings, and not empty where asked; the error
+    names the file, the record's index and the field."""
+    for field in fields:
+        if field not in record:
+            raise DataError(f"{source}: record {index}: field '{field}' is missing")
+        value = record[field]
+        if not isinstance(value, str):
+            raise DataError(f"{source}: record {index}: field '{field}' must be a string, "
+                            f"got {type(value).__name__}")
+        if field in non_empty and not value.strip():
+            raise DataError(f"{source}: record {index}: field '{field}' is empty")
 
 
 def content_id(record: dict) -> str:
