@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from evalpipe import stats
-from evalpipe.config import ConfigError, RunConfig
+from evalpipe.config import RunConfig
 from evalpipe.io import DataError, read_jsonl, write_json, write_text
 from evalpipe.pipeline import RunPaths
 
@@ -43,9 +43,11 @@ NO_SCORED_ITEMS = "no scored items"
 FINETUNE_KEYS = ("base_model", "base_test_loss", "base_val_loss", "finetuned_test_loss",
                  "final_val_loss", "best_val_loss", "steps", "tokens_seen", "epochs",
                  "stopped_early", "train_seconds", "parameters")
+LOSS_KEYS = ("base_test_loss", "base_val_loss", "finetuned_test_loss", "final_val_loss",
+             "best_val_loss")
 METRIC_KEYS = ("epoch", "tokens_seen", "train_loss", "val_loss")
 JUDGE_KEYS = ("judge", "template", "structured", "options", "repeats")
-DECIMALS = 4
+DECIMALS = 4  # floats in summary.json (and in compare's leaderboard.json)
 
 
 # -- the stage's contract with the cache ------------------------------------------------------
@@ -81,9 +83,6 @@ def outputs(config: RunConfig) -> tuple[str, ...]:
 def run(config: RunConfig, paths: RunPaths) -> None:
     from evalpipe import report
 
-    if not 0 < config.aggregate.confidence < 1:
-        raise ConfigError(f"aggregate.confidence: must lie between 0 and 1 (0.95 for a 95% "
-                          f"interval), got {config.aggregate.confidence}")
     files = inputs(config, paths)
     records = load_scores(files[SCORES])
     judge_summary = load_judge_summary(files[JUDGE_SUMMARY])
@@ -97,13 +96,15 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     summary = summarize(config, paths.run, items, judge_summary, canaries, finetune_summary)
 
     out = paths.stage_dir("aggregate")
-    counted = [item for item in items if item["score"] is not None]
-    report.plot_score_histogram([item["score"] for item in counted], out / HISTOGRAM)
-    report.plot_score_vs_length(items, summary["length"]["measure"], out / SCATTER)
-    report.plot_loss_curves(metrics, out / LOSSES)
+    measure = summary["length"]["measure"]
+    images = {
+        HISTOGRAM: report.plot_score_histogram(counted_scores(items), out / HISTOGRAM),
+        SCATTER: report.plot_score_vs_length(
+            items, [item_length(item, measure) for item in items], measure, out / SCATTER),
+        LOSSES: report.plot_loss_curves(metrics, out / LOSSES),
+    }
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", report.render_markdown(summary))
-    images = {name: (out / name).read_bytes() for name in PLOTS}
     write_text(out / "report.html", report.render_html(summary, items, canaries, images))
 
     score = summary["score"]
@@ -219,6 +220,10 @@ def load_judge_summary(path: Path) -> dict:
 def load_finetune_summary(path: Path) -> dict:
     summary = load_json_object(path)
     _require_keys(path, summary, FINETUNE_KEYS)
+    for key in LOSS_KEYS:  # drawn and correlated with scores, so they must be numbers
+        value = summary[key]
+        if value is not None and not _is_number(value):
+            raise DataError(f"{path}: key '{key}' must be a number, got {value!r}")
     return summary
 
 
@@ -271,16 +276,9 @@ def item_length(item: dict, measure: str) -> int:
     return item["response_tokens"] if measure == "response_tokens" else item["response_words"]
 
 
-def _rounded(value):
-    """Floats to DECIMALS places, everywhere in a nested value (so summary.json reads well and
-    the report shows exactly the numbers summary.json holds)."""
-    if isinstance(value, float):
-        return round(value, DECIMALS)
-    if isinstance(value, dict):
-        return {key: _rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_rounded(item) for item in value]
-    return value
+def counted_scores(items: list[dict]) -> list[int]:
+    """The scores the statistics count: of the scored and empty items, in test order."""
+    return [item["score"] for item in items if item["state"] in stats.STATES_WITH_SCORE]
 
 
 def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary: dict,
@@ -288,7 +286,7 @@ def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary
     """Every number of the run, as written to summary.json (docs/aggregate.md)."""
     settings = config.aggregate
     states = {state: sum(item["state"] == state for item in items) for state in stats.STATES}
-    counted = [item["score"] for item in items if item["state"] in stats.STATES_WITH_SCORE]
+    counted = counted_scores(items)
     # Correlations use only the items the judge really read: empty responses score 0 without
     # a judge, and would make any judge look as if it agreed with length and overlap.
     judged = [item for item in items if item["state"] == "scored"]
@@ -355,4 +353,4 @@ def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary
             "repeats": judge_summary["repeats"],
         },
     }
-    return _rounded(summary)
+    return stats.rounded(summary, DECIMALS)

@@ -99,9 +99,11 @@ def evaluate(config: RunConfig, paths: RunPaths, *, echo=print) -> Path:
     echo(f"== compare-{paths.run} ({len(subs)} base models, judge.mode = "
          f"{config.judge.mode})")
     together = config.judge.mode == "together"
+    # The bootstrap settings are this config's [aggregate] section: a sub-run's config.toml is
+    # rewritten only when one of its stages runs, so it may hold an earlier file's settings.
     out = compare_runs([sub.name for sub in subs], paths.results, paths.run,
-                       resamples=config.aggregate.bootstrap_resamples, seed=config.aggregate.seed,
-                       mode=config.judge.mode, config=config if together else None)
+                       mode=config.judge.mode, config=config if together else None,
+                       aggregate=config.aggregate)
     print_leaderboard(out)
     return out
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evalpipe.stats import bootstrap_ci
+from evalpipe.stats import bootstrap_ci, correlation_defined
 
 KAPPA_BINS = 10  # scores 0..100 binned in tens; 100 goes with 90-99
 
@@ -71,7 +71,10 @@ def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> dict:
     0.0 and p_value 1.0 (the lists are identical: nothing to rank, no evidence of a difference);
     one nonzero difference -> p_value 1.0 (the exact test cannot reject with one item).
     """
-    diff = differences(a, b)
+    return _wilcoxon_of(differences(a, b))
+
+
+def _wilcoxon_of(diff: np.ndarray) -> dict:
     if len(diff) == 0:
         return {"statistic": None, "p_value": None, "nonzero": 0}
     nonzero = diff[diff != 0]
@@ -87,7 +90,10 @@ def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> dict:
 def win_shares(a: Sequence[float], b: Sequence[float]) -> dict:
     """How often each side scores higher: counts `a`, `b`, `ties`, and the same as shares of
     all items (`a_share`, `b_share`, `tie_share`, summing to 1; None for no items)."""
-    diff = differences(a, b)
+    return _wins_of(differences(a, b))
+
+
+def _wins_of(diff: np.ndarray) -> dict:
     n = len(diff)
     a_wins, b_wins, ties = int((diff > 0).sum()), int((diff < 0).sum()), int((diff == 0).sum())
     return {"a": a_wins, "b": b_wins, "ties": ties,
@@ -96,15 +102,11 @@ def win_shares(a: Sequence[float], b: Sequence[float]) -> dict:
             "tie_share": ties / n if n else None}
 
 
-def _correlation_defined(x: np.ndarray, y: np.ndarray) -> bool:
-    return len(x) >= 3 and len(np.unique(x)) > 1 and len(np.unique(y)) > 1
-
-
 def correlations(x: Sequence[float], y: Sequence[float]) -> dict:
     """Pearson, Spearman (ties get their average rank) and Kendall's tau-b (corrects for ties
     on either side), from scipy.stats; each None for fewer than 3 pairs or a constant list."""
     x_values, y_values = _as_pair(x, y)
-    if not _correlation_defined(x_values, y_values):
+    if not correlation_defined(x_values, y_values):
         return {"pearson": None, "spearman": None, "kendall": None}
     from scipy.stats import kendalltau, pearsonr, spearmanr
 
@@ -159,14 +161,17 @@ def agreement(a: Sequence[float], b: Sequence[float]) -> dict:
 
 def compare_pair(a: Sequence[float], b: Sequence[float], resamples: int, seed: int,
                  confidence: float = 0.95) -> dict:
-    """Everything the leaderboard says about two models on the items both have a score for."""
+    """Everything the leaderboard says about two models on the items both have a score for:
+    what mean_difference, paired_bootstrap_ci, wilcoxon_signed_rank and win_shares give, from
+    one array of differences."""
     a_values, b_values = _as_pair(a, b)
+    diff = a_values - b_values
     return {
-        "items": int(len(a_values)),
-        "mean_a": float(a_values.mean()) if len(a_values) else None,
-        "mean_b": float(b_values.mean()) if len(b_values) else None,
-        "mean_difference": mean_difference(a, b),
-        "ci": paired_bootstrap_ci(a, b, resamples, seed, confidence),
-        "wilcoxon": wilcoxon_signed_rank(a, b),
-        "wins": win_shares(a, b),
+        "items": int(len(diff)),
+        "mean_a": float(a_values.mean()) if len(diff) else None,
+        "mean_b": float(b_values.mean()) if len(diff) else None,
+        "mean_difference": float(diff.mean()) if len(diff) else None,
+        "ci": bootstrap_ci(diff.tolist(), resamples, seed, confidence),
+        "wilcoxon": _wilcoxon_of(diff),
+        "wins": _wins_of(diff),
     }

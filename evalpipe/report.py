@@ -21,6 +21,7 @@ import base64
 import html
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from evalpipe.io import atomic_open
@@ -58,7 +59,7 @@ def _placeholder(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def plot_score_histogram(scores: list[int], path: Path) -> None:
+def plot_score_histogram(scores: list[int], path: Path) -> bytes:
     """Histogram of the scores of scored and empty items, bins of 10 from 0 to 100 (the last
     bin holds 90..100)."""
     plt = pyplot()
@@ -75,45 +76,47 @@ def plot_score_histogram(scores: list[int], path: Path) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _placeholder(ax, "no scored items")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_score_vs_length(items: list[dict], measure: str, path: Path) -> None:
-    """Score against response length, one point per scored or empty item (empty ones in grey):
-    a judge that rewards length shows as a slope."""
+def plot_score_vs_length(items: list[dict], lengths: list[int], measure: str,
+                         path: Path) -> bytes:
+    """Score against response length (`lengths[i]` is item i's, in `measure`: tokens or
+    whitespace words), one point per scored or empty item (empty ones in grey): a judge that
+    rewards length shows as a slope."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    length_key = "response_tokens" if measure == "response_tokens" else "response_words"
     any_point = False
     for state, color in (("scored", "#3b6ea5"), ("empty", "#999999")):
-        points = [(item[length_key], item["score"]) for item in items if item["state"] == state]
+        points = [(length, item["score"]) for item, length in zip(items, lengths)
+                  if item["state"] == state]
         if points:
             any_point = True
             ax.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7,
                        color=color, label=f"{state} ({len(points)})")
     if any_point:
-        ax.set_xlabel("response length (" + ("tokens" if length_key == "response_tokens"
+        ax.set_xlabel("response length (" + ("tokens" if measure == "response_tokens"
                                               else "whitespace words") + ")")
         ax.set_ylabel("judge score")
         ax.set_ylim(-5, 105)
         ax.legend(loc="best", fontsize=8)
     else:
         _placeholder(ax, "no scored items")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_loss_curves(metrics: list[dict] | None, path: Path) -> None:
+def plot_loss_curves(metrics: list[dict] | None, path: Path) -> bytes:
     """The finetune stage's loss curves (its own plot_losses), or a picture that says there was
     no fine-tuning, so the file always exists and the stage's outputs never depend on it."""
     if metrics is not None:
         from evalpipe.finetune import plot_losses
 
         plot_losses(metrics, path)
-        return
+        return path.read_bytes()  # plot_losses writes the file and returns nothing
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _placeholder(ax, "no fine-tuning in this run")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # -- the summary rows, shared by summary.md and report.html ---------------------------------------
@@ -128,8 +131,9 @@ def lookup(summary: dict, key: str):
     return value
 
 
-def _number(decimals: int) -> Callable:
-    return lambda value: "n/a" if value is None else f"{value:.{decimals}f}"
+def number(value, decimals: int = 2) -> str:
+    """A number with `decimals` places, or "n/a" for None."""
+    return "n/a" if value is None else f"{value:.{decimals}f}"
 
 
 def _plain(value) -> str:
@@ -140,8 +144,14 @@ def _plain(value) -> str:
     return str(value)
 
 
-def _interval(value) -> str:
-    return "n/a" if value is None else f"[{value[0]:.2f}, {value[1]:.2f}]"
+def interval(ci, decimals: int = 2) -> str:
+    """[low, high] with `decimals` places, or "n/a" for None."""
+    return "n/a" if ci is None else f"[{ci[0]:.{decimals}f}, {ci[1]:.{decimals}f}]"
+
+
+def level(confidence: float) -> str:
+    """A confidence level as headings show it: 0.95 -> "95%", 0.9 -> "90%"."""
+    return f"{100 * confidence:g}%"
 
 
 def _percent(value) -> str:
@@ -152,14 +162,14 @@ def _options(value) -> str:
     return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "none"
 
 
-score2, ratio3, loss4 = _number(2), _number(3), _number(4)
+score2, ratio3, loss4 = number, partial(number, decimals=3), partial(number, decimals=4)
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(section, label, key, shown text) for every number worth a line. A section that is null
     in summary.json (no canaries, no repeats, no fine-tuning) gets one line saying so."""
     score = summary["score"]
-    confidence = f"{100 * score['confidence']:g}%"
+    confidence = level(score["confidence"])
     sections: list[tuple[str, str | None, str, list[tuple[str, str, Callable]]]] = [
         ("Items", None, "", [
             ("items", "items", _plain),
@@ -169,7 +179,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             ("items with a score", "score.n", _plain),
             ("mean", "score.mean", score2),
             (f"{confidence} bootstrap CI of the mean ({score['resamples']} resamples, "
-             f"seed {score['seed']})", "score.ci", _interval),
+             f"seed {score['seed']})", "score.ci", interval),
             ("median", "score.median", score2),
             ("standard deviation (sample)", "score.sd", score2),
             ("lowest", "score.min", _plain),
@@ -238,7 +248,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 
 # -- summary.md ---------------------------------------------------------------------------------
 
-def _md(text: str) -> str:
+def md(text) -> str:
+    """Text for a Markdown table cell: pipes escaped, on one line."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -253,7 +264,7 @@ def render_markdown(summary: dict) -> str:
             if label:
                 lines += ["| | |", "|---|---|"]
             section = title
-        lines.append(f"| {_md(label)} | {_md(text)} |" if label else text)
+        lines.append(f"| {md(label)} | {md(text)} |" if label else text)
     return "\n".join(lines) + "\n"
 
 
@@ -262,6 +273,29 @@ def render_markdown(summary: dict) -> str:
 def esc(value) -> str:
     """HTML-escape any value for text or a quoted attribute (None -> empty)."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def embedded_png(name: str, data: bytes) -> str:
+    """An <img> holding the PNG itself (a data: URI), named by its file in data-file."""
+    return (f'<img data-file="{esc(name)}" alt="{esc(name)}" '
+            f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
+
+
+def page(title: str, css: str, body: str, script: str = "") -> str:
+    """A whole self-contained HTML page; the script runs last, when the body is there."""
+    script_tag = f"<script>{script}</script>\n" if script else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{esc(title)}</title>
+<style>{css}</style>
+</head>
+<body>
+{body}
+{script_tag}</body>
+</html>
+"""
 
 
 CSS = """
@@ -426,19 +460,8 @@ def render_html(summary: dict, items: list[dict], canaries: list[dict],
             f'{esc(summary["note"])}</p>' if summary["note"] else "")
     run_name = (f'<span data-key="run" data-value="{esc(json.dumps(summary["run"]))}">'
                 f'{esc(summary["run"])}</span>')
-    plots = "\n".join(
-        f'<img data-file="{esc(name)}" alt="{esc(name)}" '
-        f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
-        for name, data in images.items())
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>evalpipe report: {esc(summary["run"])}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>evalpipe report: run {run_name}</h1>
+    plots = "\n".join(embedded_png(name, data) for name, data in images.items())
+    body = f"""<h1>evalpipe report: run {run_name}</h1>
 {note}
 <h2>Summary</h2>
 {_summary_table(summary)}
@@ -448,8 +471,5 @@ def render_html(summary: dict, items: list[dict], canaries: list[dict],
 </div>
 {_canary_table(canaries)}
 <h2>Items</h2>
-{_items_table(summary, items)}
-<script>{SCRIPT}</script>
-</body>
-</html>
-"""
+{_items_table(summary, items)}"""
+    return page(f"evalpipe report: {summary['run']}", CSS, body, SCRIPT)

@@ -152,7 +152,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     scipy would return nan with a warning)."""
     if len(x) != len(y):
         raise ValueError(f"{len(x)} values against {len(y)}")
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+    if not correlation_defined(x, y):
         return None
     from scipy.stats import spearmanr
 
@@ -203,3 +203,25 @@ def canary_summary(canaries: Sequence[dict]) -> dict | None:
     summary["separated"] = (good["min"] > bad["max"]
                             if good["scored"] and bad["scored"] else None)
     return summary
+
+
+# -- writing numbers down -----------------------------------------------------------------------
+
+def rounded(value, decimals: int):
+    """Floats (numpy's too, which become plain floats) rounded to `decimals` places, everywhere
+    in a nested value of dicts, lists and tuples (tuples become lists, as JSON has them); other
+    values as they are. So a summary file reads well and a page shows exactly its numbers."""
+    if isinstance(value, dict):
+        return {key: rounded(item, decimals) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(item, decimals) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), decimals)
+    return value
+
+
+def correlation_defined(x: Sequence[float], y: Sequence[float]) -> bool:
+    """Whether a correlation of two equally long columns exists: at least 3 pairs (two points
+    always lie on a line) and neither column constant (constant ranks or values carry no
+    order). Every correlation here and in evalpipe.paired is None where this is False."""
+    return len(x) >= 3 and len(set(x)) > 1 and len(set(y)) > 1

@@ -449,3 +449,15 @@ def test_the_books_110_responses(tmp_path, book_responses):
         assert cells[COLUMN["instruction"]] == rec["instruction"]
         assert cells[COLUMN["reference"]] == rec["output"]
     assert_numbers_match(report, summary)
+
+
+def test_summary_numbers_are_rounded_everywhere():
+    """stats.rounded, which summary.json and compare's leaderboard.json go through."""
+    import numpy as np
+
+    value = {"a": 0.123456, "b": [1.00004, (np.float64(2.71828), 3)], "c": None, "d": "x",
+             "e": True, "f": 7}
+    rounded = stats.rounded(value, aggregate.DECIMALS)
+    assert rounded == {"a": 0.1235, "b": [1.0, [2.7183, 3]], "c": None, "d": "x", "e": True,
+                       "f": 7}
+    assert type(rounded["b"][1][0]) is float

@@ -506,3 +506,70 @@ def test_the_bootstrap_defaults_to_the_first_runs_aggregate_settings(tmp_path):
     low, high = stats.bootstrap_ci([10.0 * i for i in range(len(ITEMS))], 300, 7, 0.95)
     assert board["models"][0]["ci"] == [round(low, 4), round(high, 4)]
     assert board["models"][0]["base_model"] == "imported from responses.json"
+
+
+def test_the_confidence_level_is_the_first_runs_too(tmp_path):
+    """aggregate.confidence = 0.9 gives 90% intervals, named so in every header."""
+    from evalpipe import stats
+
+    results = tmp_path / "results"
+    for name, step in (("x", 10), ("y", 20)):
+        write_run(results, name, [judged(item, "Bonjour", "scored", step * i)
+                                  for i, item in enumerate(ITEMS)], base="gpt2")
+    config = RunConfig()
+    config.aggregate.bootstrap_resamples, config.aggregate.seed = 300, 7
+    config.aggregate.confidence = 0.9
+    config.generate.from_file = "elsewhere/responses.json"
+    (results / "x/config.toml").write_text(config.to_toml(), encoding="utf-8")
+    assert main(["compare", "x", "y", "--results", str(results)]) == 0
+    out = results / "compare-x-vs-y"
+    board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    assert (board["resamples"], board["seed"], board["confidence"]) == (300, 7, 0.9)
+    rows = {row["model"]: row for row in board["models"]}
+    for name, step in (("x", 10), ("y", 20)):
+        low, high = stats.bootstrap_ci([step * i for i in range(len(ITEMS))], 300, 7, 0.9)
+        assert rows[name]["ci"] == [round(low, 4), round(high, 4)]
+    # y - x per item: 0, 10, 20, 30
+    low, high = stats.bootstrap_ci([0, 10, 20, 30], 300, 7, 0.9)
+    assert board["pairs"][0]["ci"] == [round(low, 4), round(high, 4)]
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "with a 90% percentile bootstrap CI (300 resamples, seed 7)" in markdown
+    assert "| mean score | 90% CI | scored |" in markdown
+    assert "| a - b | 90% paired CI |" in markdown
+    assert "95%" not in markdown
+
+
+def test_a_runs_files_get_the_aggregate_stages_checks(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_run(results, "a", [judged(item, "x", "scored", 50) for item in ITEMS], "gpt2",
+              losses=(3.5, 0.6))
+    finetune_path = results / "a/finetune/summary.json"
+    finetune = json.loads(finetune_path.read_text(encoding="utf-8"))
+    write_json(finetune_path, {**finetune, "finetuned_test_loss": "0.6"})
+    assert main(["compare", "a", "--results", str(results)]) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: {finetune_path}: key 'finetuned_test_loss' must be a number, "
+        "got '0.6'\n")
+    del finetune["steps"]
+    write_json(finetune_path, finetune)
+    assert main(["compare", "a", "--results", str(results)]) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: {finetune_path}: key 'steps' is missing\n")
+    finetune_path.unlink()
+
+    judge_summary_path = results / "a/judge/summary.json"
+    write_json(judge_summary_path, {"judge": "llama3", "template": "book", "structured": False,
+                                    "options": {}, "repeats": 1})
+    assert main(["compare", "a", "--results", str(results)]) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: {judge_summary_path}: key 'judge' must be an object (backend, "
+        "model, digest)\n")
+    judge_summary_path.unlink()
+
+    config_path = results / "a/config.toml"
+    config_path.write_text(config_path.read_text(encoding="utf-8").replace(
+        "[aggregate]\n", "[aggregate]\nseeds = 1\n"), encoding="utf-8")
+    assert main(["compare", "a", "--results", str(results)]) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: {config_path}: unknown key aggregate.seeds (known: "
+        "bootstrap_resamples, seed, confidence)\n")

@@ -199,3 +199,18 @@ def test_compare_pair_puts_it_together():
     assert result["ci"] == paired_bootstrap_ci([80, 50, 70, 60], [70, 50, 90, 60], 300, 5)
     assert result["wilcoxon"]["nonzero"] == 2
     assert result["wins"]["tie_share"] == 0.5
+
+
+@pytest.mark.parametrize("a, b", [([80, 50, 70, 60, 95], [70, 50, 90, 60, 40]), ([], []),
+                                  ([30], [30])])
+def test_compare_pair_says_what_the_single_functions_say(a, b):
+    result = compare_pair(a, b, resamples=200, seed=3, confidence=0.9)
+    assert result["mean_difference"] == mean_difference(a, b)
+    assert result["ci"] == paired_bootstrap_ci(a, b, 200, 3, 0.9)
+    assert result["wilcoxon"] == wilcoxon_signed_rank(a, b)
+    assert result["wins"] == win_shares(a, b)
+
+
+def test_compare_pair_refuses_lists_of_different_lengths():
+    with pytest.raises(ValueError, match="lists of one length, got 2 and 1"):
+        compare_pair([1, 2], [1], resamples=10, seed=0)
