@@ -304,17 +304,12 @@ def train_model(config: RunConfig, paths: RunPaths,
     return summary
 
 
-def plot_losses(metrics: list[dict], path: Path) -> None:
+def plot_losses(metrics: list[dict], path: Path) -> bytes:
     """Train and validation loss against epochs, with tokens seen on a second axis (as the
-    book's plot_losses)."""
-    import matplotlib
+    book's plot_losses); written to `path`, and its PNG bytes returned."""
+    from evalpipe.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from evalpipe.io import atomic_open
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     epochs = [m["epoch"] for m in metrics]
     train = [(m["epoch"], m["train_loss"]) for m in metrics if m["train_loss"] is not None]
     ax.plot([e for e, _ in train], [v for _, v in train], label="training loss")
@@ -326,8 +321,4 @@ def plot_losses(metrics: list[dict], path: Path) -> None:
         top = ax.twiny()
         top.plot([m["tokens_seen"] for m in metrics], [m["val_loss"] for m in metrics], alpha=0)
         top.set_xlabel("tokens seen")
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-
+    return save_figure(fig, path)

@@ -111,8 +111,7 @@ def plot_loss_curves(metrics: list[dict] | None, path: Path) -> bytes:
     if metrics is not None:
         from evalpipe.finetune import plot_losses
 
-        plot_losses(metrics, path)
-        return path.read_bytes()  # plot_losses writes the file and returns nothing
+        return plot_losses(metrics, path)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _placeholder(ax, "no fine-tuning in this run")
