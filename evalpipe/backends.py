@@ -26,7 +26,6 @@ Request options (judge.options) are Ollama's names; each backend passes what it 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evalpipe.errors import EvalpipeError
+from evalpipe.io import sha256_file_remembered, sha256_json
 
 
 class JudgeError(EvalpipeError):
@@ -53,7 +53,7 @@ class JudgeIdentity:
 
     backend: str  # "ollama", "openai", "llamacpp"
     model: str  # model name as the server knows it (llamacpp: the GGUF file name)
-    digest: str  # Ollama's model digest, the OpenAI server's model id + created/owned_by,
+    digest: str  # Ollama's model digest, the OpenAI server's model id/owned_by (+ meta hash),
     # or the SHA-256 of the GGUF file: what changes when the weights change
 
 
@@ -94,6 +94,24 @@ def _max_tokens(options: dict[str, Any]) -> int | None:
     """The reply length limit, under its OpenAI name or Ollama's."""
     value = options.get("max_tokens", options.get("num_predict"))
     return None if value is None else int(value)
+
+
+def chat_extras(options: dict[str, Any], names: tuple[str, ...],
+                schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of an OpenAI-style chat-completion request besides model and messages:
+    the judge.options among `names` (what the server understands; the rest, such as
+    Ollama's num_ctx, is left out), `max_tokens` (from max_tokens or num_predict), and the
+    schema as a json_schema `response_format`."""
+    extras = {name: options[name] for name in names if name in options}
+    max_tokens = _max_tokens(options)
+    if max_tokens is not None:
+        extras["max_tokens"] = max_tokens
+    if schema:
+        extras["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
+        }
+    return extras
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,27 +304,29 @@ class OllamaBackend:
 # OpenAI-compatible servers
 
 
-# Which judge.options an OpenAI chat-completions request carries, under which name.
-OPENAI_OPTION_NAMES = {"seed": "seed", "temperature": "temperature", "top_p": "top_p",
-                       "max_completion_tokens": "max_completion_tokens"}
+# The judge.options an OpenAI chat-completions request carries (besides the length limit).
+OPENAI_OPTION_NAMES = ("seed", "temperature", "top_p", "max_completion_tokens")
 
 
-def openai_request_options(options: dict[str, Any]) -> dict[str, Any]:
-    """judge.options as chat.completions.create keywords; Ollama-only keys are left out."""
-    mapped = {OPENAI_OPTION_NAMES[k]: v for k, v in options.items() if k in OPENAI_OPTION_NAMES}
-    max_tokens = _max_tokens(options)
-    if max_tokens is not None:
-        mapped["max_tokens"] = max_tokens
-    return mapped
+def openai_digest(entry) -> str:
+    """The identity of a model in GET /v1/models: "id/owned_by", plus "/meta:" and the first
+    12 hex digits of the SHA-256 of its `meta` object when there is one (llama.cpp's
+    llama-server: vocabulary, parameter count, file size...). That is the best an
+    OpenAI-style server tells about its weights: OpenAI gives a new snapshot a new id.
+    `created` is left out: vLLM and llama-server report the time of the request there, so
+    it would change on every run and no cached judgment would ever be found again."""
+    digest = f"{entry.id}/{getattr(entry, 'owned_by', None)}"
+    meta = getattr(entry, "meta", None)
+    if isinstance(meta, dict):
+        digest += f"/meta:{sha256_json(meta)[:12]}"
+    return digest
 
 
 class OpenAIBackend:
     """One OpenAI-compatible server (OpenAI itself, vLLM, llama.cpp's server, LM Studio,
     Ollama's /v1 ...), through the official `openai.OpenAI` client.
 
-    Identity: the model's id, with the `created` time and `owned_by` that GET /v1/models
-    reports for it, as "id@created/owned_by". That is the best an OpenAI-style server tells
-    about its weights: a new snapshot gets a new id or creation time.
+    Identity: see `openai_digest`.
     """
 
     def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float):
@@ -353,10 +373,8 @@ class OpenAIBackend:
                              f"that is not a model list: {_one_line(err)[:200]}") from None
         for entry in models:
             if getattr(entry, "id", None) == self.model:
-                created = getattr(entry, "created", None)
-                owned_by = getattr(entry, "owned_by", None)
                 return JudgeIdentity(backend="openai", model=entry.id,
-                                     digest=f"{entry.id}@{created}/{owned_by}")
+                                     digest=openai_digest(entry))
         known = ", ".join(sorted(str(getattr(m, "id", m)) for m in models)) or "none"
         raise JudgeError(f"the server at {self.url} has no model '{self.model}' "
                          f"(it has: {known})")
@@ -364,17 +382,11 @@ class OpenAIBackend:
     def ask(self, request: JudgeRequest) -> str:
         import openai
 
-        extra: dict[str, Any] = openai_request_options(request.options)
-        if request.schema:
-            extra["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": request.schema, "strict": True},
-            }
         try:
             completion = self.client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": request.prompt}],
-                **extra,
+                **chat_extras(request.options, OPENAI_OPTION_NAMES, request.schema),
             )
         except openai.APITimeoutError:
             raise TransientJudgeError(f"the server at {self.url} did not answer within "
@@ -407,27 +419,6 @@ class OpenAIBackend:
 # llama.cpp in-process
 
 
-_sha256_cache: dict[tuple[str, int, int], str] = {}
-_sha256_lock = threading.Lock()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for the life of the process
-    (a GGUF is hundreds of MB to GBs; one run may build several backends for it)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _sha256_lock:
-        if key in _sha256_cache:
-            return _sha256_cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    with _sha256_lock:
-        _sha256_cache[key] = digest.hexdigest()
-    return digest.hexdigest()
-
-
 # Sampling options the llama.cpp server reads from a chat-completion request.
 LLAMACPP_REQUEST_OPTIONS = ("seed", "temperature", "top_p", "top_k", "min_p", "repeat_penalty")
 
@@ -452,15 +443,18 @@ class LlamaCppBackend:
         self.path = Path(model_path).expanduser()
         if not self.path.is_file():
             raise JudgeError(f"judge.model: GGUF file not found: {self.path}")
-        self.url = str(self.path)  # what RoundRobinBackend and messages name
         load_options = options or {}  # the per-request ones are read again in ask()
         self.n_ctx = int(load_options.get("num_ctx") or LLAMACPP_DEFAULT_N_CTX)
         self.n_threads = int(load_options.get("num_thread") or -1)  # -1: llama.cpp decides
         self._server = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def _load(self):
-        """Load the model (caller holds the lock)."""
+        """Load the model (caller holds the lock); never again once closed, so a request
+        still under way at close() cannot bring the model back."""
+        if self._closed:
+            raise JudgeError(f"llama.cpp judge {self.path}: the backend is closed")
         if self._server is None:
             import xllamacpp
 
@@ -483,24 +477,11 @@ class LlamaCppBackend:
         with self._lock:
             self._load()
         return JudgeIdentity(backend="llamacpp", model=self.path.name,
-                             digest=file_sha256(self.path))
+                             digest=sha256_file_remembered(self.path))
 
     def ask(self, request: JudgeRequest) -> str:
-        body: dict[str, Any] = {
-            "messages": [{"role": "user", "content": request.prompt}],
-            "stream": False,
-        }
-        for key in LLAMACPP_REQUEST_OPTIONS:
-            if key in request.options:
-                body[key] = request.options[key]
-        max_tokens = _max_tokens(request.options)
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        if request.schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": request.schema, "strict": True},
-            }
+        body = {"messages": [{"role": "user", "content": request.prompt}], "stream": False,
+                **chat_extras(request.options, LLAMACPP_REQUEST_OPTIONS, request.schema)}
         with self._lock:
             server = self._load()
             try:
@@ -524,4 +505,5 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._server = None  # the C++ server stops when its last reference goes

@@ -192,3 +192,20 @@ def sha256_json(value: Any) -> str:
     """Hash of a JSON-able value, independent of dict order."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_remembered_sha256: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file_remembered(path: str | Path) -> str:
+    """sha256_file, computed once per process for each (path, size, mtime): a model file of
+    gigabytes is read once, however many stages or backends ask. A file rewritten meanwhile
+    has another size or mtime, and is hashed again. Safe from any thread without a lock (one
+    dict read, one dict write); two threads asking at once may both hash the file, which
+    costs time, not correctness."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _remembered_sha256:
+        _remembered_sha256[key] = sha256_file(path)
+    return _remembered_sha256[key]

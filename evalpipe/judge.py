@@ -20,9 +20,11 @@ Three things make the scores cheap to redo and safe to interrupt:
   an empty-looking reply such as 'N/A': should score near 0), judged exactly like the items and
   reported apart, to flag a judge that is not reading.
 
-The pieces a judge of several runs at once ("together" mode, `evalpipe compare`) reuses:
-`open_judge` (preflight + cache + backend), `Judge.ask` (cache, retries, timing) and
-`judge_prompt` (ask + parse).
+The pieces a judge of several runs at once ("together" mode, evalpipe/together.py) reuses:
+`open_judge` (preflight + cache + backend), `Judge.ask` (cache, retries, timing),
+`read_responses`, `judge_fields` (the record layout of docs/records.md), and the loop that
+asks and writes down: `answering` (the thread pool), `resume` and `write_down` (the partial
+file, the progress bar).
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from evalpipe import stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file, sha256_json
-from evalpipe.io import write_json, write_jsonl
+from evalpipe.io import DataError, JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file
+from evalpipe.io import sha256_json, write_json, write_jsonl
 from evalpipe.pipeline import RunPaths
-from evalpipe.stats import STATES  # docs/records.md
 from evalpipe.prompts import parse_reply, render, schema
 
 SCORES = "scores.jsonl"
@@ -127,9 +129,10 @@ class JudgmentCache:
             self._db.close()
 
 
-def cache_path(config: RunConfig, paths: RunPaths) -> Path:
+def cache_path(config: RunConfig, results: Path) -> Path:
+    """judge.cache, else the cache shared by every run in the results folder `results`."""
     return Path(config.judge.cache).expanduser() if config.judge.cache else (
-        paths.results / CACHE_NAME)
+        Path(results) / CACHE_NAME)
 
 
 # -- asking: cache, backend, retries ------------------------------------------------------------
@@ -155,6 +158,10 @@ class Judgment:
     error: str | None
     seconds: float
     cached: bool
+
+
+# The judgment of an empty response: score 0, the judge is not asked (the book's rule).
+EMPTY = Judgment("empty", 0, None, None, None, 0.0, False)
 
 
 def retry_base_delay() -> float:
@@ -208,9 +215,9 @@ def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
 
 
 @contextmanager
-def open_judge(config: RunConfig, paths: RunPaths) -> Iterator[Judge]:
-    """Preflight the backend and open the cache. A failed preflight is one line saying what
-    to run; nothing else has happened yet."""
+def open_judge(config: RunConfig, results: Path) -> Iterator[Judge]:
+    """Preflight the backend and open the judgment cache (`cache_path(config, results)`). A
+    failed preflight is one line saying what to run; nothing else has happened yet."""
     from evalpipe.backends import JudgeError, make_backend
 
     backend = make_backend(config.judge)
@@ -219,7 +226,7 @@ def open_judge(config: RunConfig, paths: RunPaths) -> Iterator[Judge]:
             identity = backend.preflight()
         except JudgeError as err:
             raise EvalpipeError(f"judge: {err}") from None
-        cache = JudgmentCache(cache_path(config, paths))
+        cache = JudgmentCache(cache_path(config, results))
         try:
             yield Judge(backend, identity, cache, retries=config.judge.retries)
         finally:
@@ -228,13 +235,31 @@ def open_judge(config: RunConfig, paths: RunPaths) -> Iterator[Judge]:
         backend.close()
 
 
+DEFAULT_SEED = 123  # when judge.options has no seed
+
+
+def base_seed(settings: JudgeConfig) -> int:
+    """judge.options' seed, the first of the repeats' seeds and of together mode's shuffles."""
+    return int(settings.options.get("seed", DEFAULT_SEED))
+
+
 def repeat_options(settings: JudgeConfig, repeat: int) -> dict:
     """The options of repeat number `repeat` (0-based): judge.options with seed + repeat.
     A single judgment sends the options as configured."""
     options = dict(settings.options)
     if settings.repeats > 1:
-        options["seed"] = int(options.get("seed", 123)) + repeat
+        options["seed"] = base_seed(settings) + repeat
     return options
+
+
+def seeds_of(settings: JudgeConfig) -> list:
+    """The seed each of the judge.repeats requests is sent with (None: no seed sent)."""
+    return [repeat_options(settings, r).get("seed") for r in range(settings.repeats)]
+
+
+def prompt_hash(prompt: str) -> str:
+    """A record's `prompt_sha256`: the SHA-256 of the prompt sent, UTF-8."""
+    return hashlib.sha256(prompt.encode()).hexdigest()
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -271,33 +296,40 @@ def make_canaries(items: list[dict]) -> list[Job]:
     return jobs
 
 
-def judge_fields(settings: JudgeConfig, identity, judgments: list[Judgment] | None,
-                 prompt: str | None, seeds: list) -> dict:
-    """The fields the judge adds to a record (docs/records.md). `judgments` is None for an
-    empty response (not asked)."""
-    if judgments is None:
-        first = Judgment("empty", 0, None, None, None, 0.0, False)
-        judgments = [first] * len(seeds)
+def judge_fields(settings: JudgeConfig, identity, judgments: list[Judgment],
+                 prompt_sha256: str | None) -> dict:
+    """The fields the judge adds to a record (docs/records.md; this is the one place that
+    lays them out): `judgments` holds one Judgment per repeat (`[EMPTY] * repeats` for an
+    empty response, which is not asked), `prompt_sha256` the hash of the prompt sent (None
+    when none was)."""
     first = judgments[0]
     fields = {
         "state": first.state, "score": first.score, "reason": first.reason,
         "raw_reply": first.raw, "error": first.error,
         "judge_backend": identity.backend, "judge_model": identity.model,
         "judge_digest": identity.digest, "judge_template": settings.template,
-        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest() if prompt else None,
+        "prompt_sha256": prompt_sha256,
         "judge_seconds": first.seconds, "cached": first.cached,
     }
     if settings.repeats > 1:
         fields["repeats"] = [{"seed": seed, "state": j.state, "score": j.score,
-                              "raw_reply": j.raw} for seed, j in zip(seeds, judgments)]
+                              "raw_reply": j.raw} for seed, j in zip(seeds_of(settings),
+                                                                     judgments)]
     return fields
 
 
-def is_finished(record: dict) -> bool:
-    """A record that need not be asked again: no judgment of it ended in error."""
-    if record["state"] == "error":
-        return False
-    return all(r["state"] != "error" for r in record.get("repeats", []))
+def read_responses(path: Path) -> list[dict]:
+    """A run's generate/responses.jsonl, every record checked for what the judge reads: the
+    fields id, instruction, input, output and response, the response a string or null."""
+    records = read_jsonl(path)
+    for index, record in enumerate(records):
+        for field in ("id", "instruction", "input", "output", "response"):
+            if field not in record:
+                raise DataError(f"{path}: record {index}: field '{field}' is missing")
+        if not isinstance(record["response"], (str, type(None))):
+            raise DataError(f"{path}: record {index}: field 'response' must be a string or "
+                            f"null, got {type(record['response']).__name__}")
+    return records
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
@@ -306,19 +338,11 @@ def run(config: RunConfig, paths: RunPaths) -> None:
         raise EvalpipeError("judge.mode = 'together' judges several runs at once: "
                             "use 'evalpipe compare'")
     responses_path = paths / "generate/responses.jsonl"
-    items = read_jsonl(responses_path)
-    for index, item in enumerate(items):
-        for field in ("id", "instruction", "input", "output", "response"):
-            if field not in item:
-                raise EvalpipeError(f"{responses_path}: record {index}: field '{field}' "
-                                    "is missing")
-        if not isinstance(item["response"], (str, type(None))):
-            raise EvalpipeError(f"{responses_path}: record {index}: field 'response' must be "
-                                f"a string or null, got {type(item['response']).__name__}")
+    items = read_responses(responses_path)
     out = paths.stage_dir("judge")
     clock = time.monotonic()
 
-    with open_judge(config, paths) as judge:
+    with open_judge(config, paths.results) as judge:
         identity = judge.identity
         # A partial record counts only if it was made from the same responses, by the same
         # judge model, with the same settings.
@@ -327,21 +351,16 @@ def run(config: RunConfig, paths: RunPaths) -> None:
         jobs = [Job(item["id"], item) for item in items]
         if settings.canaries:
             jobs += make_canaries(items)
-        done: dict[str, dict] = {}
-        for record in read_partial_jsonl(out / PARTIAL):
-            if record.get("_run_key") == run_key and is_finished(record):
-                done[record["_job"]] = record
-        if done:
-            print(f"judge: resuming, {len(done)} of {len(jobs)} judgments already done")
+        done = resume(out / PARTIAL, run_key, total=len(jobs), name="judge")
         for job in jobs:
             if job.key not in done and is_empty(job.record["response"]):
                 done[job.key] = {**job.record, **judge_fields(
-                    settings, identity, None, None, seeds_of(settings))}
+                    settings, identity, [EMPTY] * settings.repeats, None)}
         todo = [job for job in jobs if job.key not in done]
         _judge_jobs(judge, settings, todo, done, out / PARTIAL, run_key, total=len(jobs))
 
-    scored = [_clean(done[item["id"]]) for item in items]
-    canaries = [_clean(done[job.key]) for job in jobs[len(items):]]
+    scored = [done[item["id"]] for item in items]
+    canaries = [done[job.key] for job in jobs[len(items):]]
     summary = make_summary(settings, identity, scored, canaries,
                            seconds=round(time.monotonic() - clock, 3))
     write_jsonl(out / SCORES, scored)
@@ -356,38 +375,94 @@ def run(config: RunConfig, paths: RunPaths) -> None:
               "the rest comes from the judgment cache")
 
 
-def seeds_of(settings: JudgeConfig) -> list:
-    return [repeat_options(settings, r).get("seed") for r in range(settings.repeats)]
-
-
 def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict[str, dict],
                 partial_path: Path, run_key: str, *, total: int) -> None:
     """Ask every request of `todo` (a job has judge.repeats requests), judge.concurrency at a
-    time; each job's record is appended to the partial file as soon as all its requests are
-    back. Only this (the main) thread writes."""
-    from tqdm import tqdm
-
+    time; each job's record is written down as soon as all its requests are back."""
     prompts = {job.key: render(settings.template, job.record, structured=settings.structured)
                for job in todo}
-    pending: dict[str, list[Judgment | None]] = {job.key: [None] * settings.repeats
-                                                 for job in todo}
-    by_key = {job.key: job for job in todo}
-    states = Counter(record["state"] for record in done.values())
-    progress = tqdm(total=total, initial=len(done), desc="judge", unit="item")
-    progress.set_postfix(states, refresh=False)
     calls = [((job.key, repeat), judge_prompt, judge, settings.template, settings.structured,
               prompts[job.key], repeat_options(settings, repeat))
              for job in todo for repeat in range(settings.repeats)]
+
+    def whole_records(answers: Iterable[tuple[tuple[str, int], Judgment]]):
+        pending: dict[str, list[Judgment | None]] = {job.key: [None] * settings.repeats
+                                                     for job in todo}
+        by_key = {job.key: job for job in todo}
+        for (key, repeat), judgment in answers:
+            pending[key][repeat] = judgment
+            if all(j is not None for j in pending[key]):
+                yield key, {**by_key[key].record, **judge_fields(
+                    settings, judge.identity, pending.pop(key), prompt_hash(prompts[key]))}
+
+    with answering(calls, settings.concurrency, "judge") as answers:
+        write_down(whole_records(answers), done, partial_path, run_key, total=total,
+                   name="judge")
+
+
+# -- running requests, writing down what comes back (the judge stage and together mode) ------
+
+@contextmanager
+def answering(calls: Iterable[tuple], concurrency: int,
+              name: str) -> Iterator[Iterator[tuple[Any, Any]]]:
+    """Run each call `(tag, function, *args)` on `concurrency` threads; the context gives an
+    iterator of `(tag, result)` in the order the calls finish, so that the caller (one
+    thread) writes results down as they come.
+
+    On leaving the context (done, Ctrl-C or an error) what is still queued is not started,
+    and the calls in flight are waited for: their requests end by their timeout at the latest
+    (a transient failure may still be retried first), and their answers reach the judgment
+    cache, so a rerun does not ask for them again. Not waiting would let the workers run on
+    while the caller closes the cache and the backend under them."""
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+    try:
+        futures = {executor.submit(function, *args): tag for tag, function, *args in calls}
+        yield ((futures[future], future.result()) for future in as_completed(futures))
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# Every line of a partial file carries its job's key and the run key (what it was made
+# from); the final files carry neither.
+JOB_TAG = "_job"
+RUN_KEY_TAG = "_run_key"
+
+
+def is_finished(record: dict) -> bool:
+    """A record that need not be asked again: no judgment of it ended in error."""
+    if record["state"] == "error":
+        return False
+    return all(r["state"] != "error" for r in record.get("repeats", []))
+
+
+def resume(partial_path: Path, run_key: str, *, total: int, name: str) -> dict[str, dict]:
+    """The finished records an interrupted run with the same run key left in `partial_path`,
+    by job key, untagged; says so when there are any. Records of another run key (other
+    settings, responses or judge) or in state error are left to be asked again."""
+    done = {}
+    for record in read_partial_jsonl(partial_path):
+        if (record.get(RUN_KEY_TAG) == run_key and JOB_TAG in record
+                and is_finished(record)):
+            done[record[JOB_TAG]] = _clean(record)
+    if done:
+        print(f"{name}: resuming, {len(done)} of {total} judgments already done")
+    return done
+
+
+def write_down(records: Iterable[tuple[str, dict]], done: dict[str, dict], partial_path: Path,
+               run_key: str, *, total: int, name: str) -> None:
+    """Put each `(job key, record)` of `records` into `done` and append it, tagged, to the
+    partial file as soon as it comes (flushed: a kill loses no finished record), with a tqdm
+    bar of `total` jobs counting the states. Only this (the main) thread writes."""
+    from tqdm import tqdm
+
+    states = Counter(record["state"] for record in done.values())
+    progress = tqdm(total=total, initial=len(done), desc=name, unit="item")
+    progress.set_postfix(states, refresh=False)
     try:
         with JsonlAppender(partial_path) as partial:
-            for (key, repeat), judgment in answered(calls, settings.concurrency, "judge"):
-                pending[key][repeat] = judgment
-                if any(j is None for j in pending[key]):
-                    continue
-                record = {**by_key[key].record, **judge_fields(
-                    settings, judge.identity, pending.pop(key), prompts[key],
-                    seeds_of(settings))}
-                partial.write({**record, "_job": key, "_run_key": run_key})
+            for key, record in records:
+                partial.write({**record, JOB_TAG: key, RUN_KEY_TAG: run_key})
                 done[key] = record
                 states[record["state"]] += 1
                 progress.update(1)
@@ -396,26 +471,21 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
         progress.close()
 
 
-def answered(calls: Iterable[tuple], concurrency: int, name: str) -> Iterator[tuple[Any, Any]]:
-    """Run each call `(tag, function, *args)` on `concurrency` threads and yield
-    `(tag, result)` as each one finishes, so that the caller (one thread) writes results down
-    as they come. On Ctrl-C or an error, what is still queued is not started; requests in
-    flight end by their timeout at the latest."""
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
-    try:
-        futures = {executor.submit(function, *args): tag for tag, function, *args in calls}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-
-
 def _clean(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("_job", "_run_key")}
+    return {k: v for k, v in record.items() if k not in (JOB_TAG, RUN_KEY_TAG)}
 
 
-def _mean(values: list[int]) -> float | None:
-    return round(sum(values) / len(values), 2) if values else None
+# -- the summary ----------------------------------------------------------------------------------
+
+def rounded_mean(values: list[float], digits: int) -> float | None:
+    """stats.mean rounded to `digits` decimals; None for no values."""
+    value = stats.mean(values)
+    return None if value is None else round(value, digits)
+
+
+def format_number(value: float | None) -> str:
+    """A mean as printed: '-' for none, else the shortest of %g."""
+    return "-" if value is None else f"{value:g}"
 
 
 def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: list[dict],
@@ -424,15 +494,14 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
     canary_summary = {"enabled": settings.canaries}
     for kind in ("good", "bad"):
         of_kind = [c for c in canaries if c["canary"] == kind]
-        canary_summary[f"{kind}_mean"] = _mean([c["score"] for c in of_kind
-                                                if c["state"] == "scored"])
-        canary_summary[kind] = {state: sum(c["state"] == state for c in of_kind)
-                                for state in STATES}
+        canary_summary[f"{kind}_mean"] = rounded_mean(
+            [c["score"] for c in of_kind if c["state"] == "scored"], 2)
+        canary_summary[kind] = stats.state_counts(of_kind)
     # Records (items and canaries) whose judgment was read from the cache, not asked.
     cache_hits = sum(bool(r["cached"]) for r in scored + canaries)
     return {
         "items": len(scored),
-        "states": {state: sum(r["state"] == state for r in scored) for state in STATES},
+        "states": stats.state_counts(scored),
         "judge": {"backend": identity.backend, "model": identity.model,
                   "digest": identity.digest},
         "template": settings.template,
@@ -450,10 +519,6 @@ def summary_line(summary: dict) -> str:
     line = f"judge: {summary['items']} items: {states}"
     canaries = summary["canaries"]
     if canaries["enabled"]:
-        line += (f"; canaries: good mean {_fmt(canaries['good_mean'])}, "
-                 f"bad mean {_fmt(canaries['bad_mean'])}")
+        line += (f"; canaries: good mean {format_number(canaries['good_mean'])}, "
+                 f"bad mean {format_number(canaries['bad_mean'])}")
     return line + f"; {summary['cache_hits']} from the judgment cache"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"

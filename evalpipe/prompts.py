@@ -158,11 +158,15 @@ def _read_json(text: str, scale: Scale) -> tuple[int | None, str | None]:
     if not isinstance(value, dict):
         return None, None
     score = value.get("score")
-    # bool is an int in Python, and 85.0 is not what the schema asked for.
-    if not isinstance(score, int) or isinstance(score, bool):
+    if not _is_json_int(score):
         return None, None
     reason = value.get("reason")
     return score, reason.strip() if isinstance(reason, str) else None
+
+
+def _is_json_int(value) -> bool:
+    """A JSON integer: bool is an int in Python, and 85.0 is not what the schema asked for."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 BARE_INTEGER = re.compile(r"[+-]?\d+")
@@ -309,15 +313,12 @@ def render_together(template: str, record: dict, responses: list[str]) -> str:
 def together_schema(template: str, count: int) -> dict:
     """The JSON schema of a together reply for `count` responses: exactly `count` entries, each
     naming a label 1..count. (A schema cannot say "each label once"; the parser checks it.)"""
-    scale = SCALES[template]
+    judgment = schema(template)  # each entry: one judgment, plus the label it is about
     entry = {
         "type": "object",
-        "properties": {
-            "response": {"type": "integer", "minimum": 1, "maximum": count},
-            "score": {"type": "integer", "minimum": scale.low, "maximum": scale.high},
-            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
-        },
-        "required": ["response", "score", "reason"],
+        "properties": {"response": {"type": "integer", "minimum": 1, "maximum": count},
+                       **judgment["properties"]},
+        "required": ["response", *judgment["required"]],
     }
     return {
         "type": "object",
@@ -339,10 +340,6 @@ class TogetherParsed:
 
 def _unparseable(problem: str) -> TogetherParsed:
     return TogetherParsed("unparseable", None, None, problem)
-
-
-def _is_json_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_together(template: str, count: int, text: str | None) -> TogetherParsed:

@@ -43,7 +43,6 @@ the final files are written atomically. Outputs, in results/compare-<name>/toget
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import random
 import time
@@ -54,10 +53,10 @@ from pathlib import Path
 from evalpipe import stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file, sha256_json
-from evalpipe.io import write_json, write_jsonl
-from evalpipe.judge import Judge, answered, is_empty, open_judge
-from evalpipe.pipeline import RunPaths
+from evalpipe.io import sha256_file, sha256_json, write_json, write_jsonl
+from evalpipe.judge import (EMPTY, Judge, Judgment, answering, base_seed, format_number,
+                            is_empty, judge_fields, open_judge, prompt_hash, read_responses,
+                            resume, rounded_mean, write_down)
 from evalpipe.stats import STATES  # docs/records.md
 from evalpipe.prompts import parse_together, render_together, together_schema
 
@@ -100,16 +99,9 @@ def load_contenders(results: Path, runs: list[str]) -> list[Contender]:
         if not path.exists():
             raise CompareError(f"run {run}: {path} not found; make it with "
                                f"'make generate RUN={run}'")
-        records = read_jsonl(path)
+        records = read_responses(path)
         if not records:
             raise CompareError(f"run {run}: {path} holds no records")
-        for index, record in enumerate(records):
-            for field in ("id", "instruction", "input", "output", "response"):
-                if field not in record:
-                    raise TogetherError(f"{path}: record {index}: field '{field}' is missing")
-            if not isinstance(record["response"], (str, type(None))):
-                raise TogetherError(f"{path}: record {index}: field 'response' must be a "
-                                    f"string or null, got {type(record['response']).__name__}")
         contenders.append(Contender(run, path, records))
     check_same_test_items([ModelScores(label=c.label, run=c.label, records=c.records)
                            for c in contenders])
@@ -134,7 +126,7 @@ class Pass:
 
 
 def shuffle_seed(settings: JudgeConfig, index: int) -> int:
-    return int(settings.options.get("seed", 123)) + index
+    return base_seed(settings) + index
 
 
 def plan_passes(contenders: list[Contender], settings: JudgeConfig) -> list[Pass]:
@@ -177,7 +169,7 @@ def ask_pass(judge: Judge, settings: JudgeConfig, job: Pass, prompt: str, item_i
     """Ask one pass (cache, retries: Judge.ask) and read the reply; runs in a worker thread."""
     count = len(job.order)
     answer = judge.ask(prompt, dict(settings.options), together_schema(settings.template, count))
-    asked = {"prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+    asked = {"prompt_sha256": prompt_hash(prompt),
              "judge_seconds": answer.seconds, "cached": answer.cached}
     if answer.error is not None:
         return pass_record(job, item_id, state="error", error=answer.error, **asked)
@@ -231,27 +223,21 @@ def freshness(out: Path, key: dict, names: list[str]) -> tuple[str, str]:
 def model_record(response: dict, label: str, first: dict, settings: JudgeConfig,
                  identity) -> dict:
     """A model's judge/scores.jsonl record for one item (docs/records.md) from the item's
-    first pass, plus position, shuffle_seed and mode."""
-    fields = {"state": "empty", "score": 0, "reason": None, "raw_reply": None, "error": None,
-              "judge_backend": identity.backend, "judge_model": identity.model,
-              "judge_digest": identity.digest, "judge_template": settings.template,
-              "prompt_sha256": None, "judge_seconds": 0.0, "cached": False, "position": None,
-              "shuffle_seed": first["shuffle_seed"], "mode": "together"}
+    first pass, plus position, shuffle_seed and mode. A model not shown (its response is
+    empty) gets the EMPTY judgment."""
     if label in first["order"]:
         position = first["order"].index(label) + 1
         scored = first["state"] == "scored"
-        fields.update(
-            state=first["state"], score=first["scores"][position - 1] if scored else None,
-            reason=first["reasons"][position - 1] if scored else None,
-            raw_reply=first["raw_reply"], error=first["error"],
-            prompt_sha256=first["prompt_sha256"], judge_seconds=first["judge_seconds"],
-            cached=first["cached"], position=position)
-    return {**response, **fields}
-
-
-def _mean(values: list[int]) -> float | None:
-    value = stats.mean(values)
-    return None if value is None else round(value, 4)
+        judgment = Judgment(first["state"], first["scores"][position - 1] if scored else None,
+                            first["reasons"][position - 1] if scored else None,
+                            first["raw_reply"], first["error"], first["judge_seconds"],
+                            first["cached"])
+        prompt_sha256 = first["prompt_sha256"]
+    else:
+        position, judgment, prompt_sha256 = None, EMPTY, None
+    # judge.repeats is 1 in together mode, so one judgment.
+    return {**response, **judge_fields(settings, identity, [judgment], prompt_sha256),
+            "position": position, "shuffle_seed": first["shuffle_seed"], "mode": "together"}
 
 
 def _place_effects(passes: list[dict]) -> dict[int, list[float]]:
@@ -274,6 +260,10 @@ def _place_effects(passes: list[dict]) -> dict[int, list[float]]:
     return effects
 
 
+def _count_and_mean(values: list[float]) -> dict:
+    return {"items": len(values), "mean": rounded_mean(values, 4)}
+
+
 def position_means(passes: list[dict], swap: bool) -> list[dict]:
     """Per position shown (1-based): how many scores were given there and their mean, in the
     first pass, the swapped pass (null without judge.swap) and both together; with judge.swap
@@ -291,17 +281,12 @@ def position_means(passes: list[dict], swap: bool) -> list[dict]:
         effect = effects.get(position, [])
         rows.append({
             "position": position,
-            "first": {"items": len(by_pass[1]), "mean": _mean(by_pass[1])},
-            "second": ({"items": len(by_pass[2]), "mean": _mean(by_pass[2])} if swap
-                       else None),
-            "both": {"items": len(both), "mean": _mean(both)},
-            "effect": {"items": len(effect), "mean": _mean(effect)} if swap else None,
+            "first": _count_and_mean(by_pass[1]),
+            "second": _count_and_mean(by_pass[2]) if swap else None,
+            "both": _count_and_mean(both),
+            "effect": _count_and_mean(effect) if swap else None,
         })
     return rows
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
 
 
 # -- judging -------------------------------------------------------------------------------------
@@ -326,7 +311,7 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
     passes = plan_passes(contenders, settings)
     ids = [record["id"] for record in contenders[0].records]
 
-    with open_judge(config, RunPaths(results=results, run=out.parent.name)) as judge:
+    with open_judge(config, results) as judge:
         identity = judge.identity
         # The judge answers: from here the outputs get rewritten, and the old manifest must
         # not vouch for them.
@@ -334,12 +319,7 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
         # A partial record counts only if made from the same responses, by the same judge
         # model, with the same settings.
         run_key = sha256_json({"key": key, "judge": asdict(identity)})
-        done: dict[str, dict] = {}
-        for record in read_partial_jsonl(out / PARTIAL):
-            if record.get("_run_key") == run_key and record.get("state") != "error":
-                done[record["_pass"]] = record
-        if done:
-            print(f"together: resuming, {len(done)} of {len(passes)} judgments already done")
+        done = resume(out / PARTIAL, run_key, total=len(passes), name="together")
         for job in passes:
             if job.key not in done and not job.order:
                 done[job.key] = pass_record(job, ids[job.index])
@@ -347,20 +327,19 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
         _ask_all(judge, settings, contenders, todo, ids, done, out / PARTIAL, run_key,
                  total=len(passes))
 
-    items = [_clean(done[job.key]) for job in passes]
+    items = [done[job.key] for job in passes]
     first = {record["index"]: record for record in items if record["pass"] == 1}
     scores = {c.label: [model_record(response, c.label, first[index], settings, identity)
                         for index, response in enumerate(c.records)] for c in contenders}
-    states = {label: {s: sum(r["state"] == s for r in records) for s in STATES}
-              for label, records in scores.items()}
+    states = {label: stats.state_counts(records) for label, records in scores.items()}
     asked = [record for record in items if record["order"]]
     summary = {
         "runs": list(runs),
         "items": len(ids),
         "passes": 2 if settings.swap else 1,
         "states": states,
-        "pass_states": {str(number): {s: sum(r["state"] == s for r in items
-                                             if r["pass"] == number) for s in STATES}
+        "pass_states": {str(number): stats.state_counts([r for r in items
+                                                         if r["pass"] == number])
                         for number in ((1, 2) if settings.swap else (1,))},
         "judge": {"backend": identity.backend, "model": identity.model,
                   "digest": identity.digest},
@@ -413,36 +392,19 @@ def summary_lines(summary: dict) -> list[str]:
     if summary["swap"]:
         lines.append("together: mean score by position shown (first / swapped / both; "
                      "effect): "
-                     + ", ".join(f"{row['position']}: {_fmt(row['first']['mean'])} / "
-                                 f"{_fmt(row['second']['mean'])} / {_fmt(row['both']['mean'])}; "
-                                 f"{_fmt(row['effect']['mean'])}"
-                                 for row in summary["positions"]))
+                     + ", ".join(f"{row['position']}: " + " / ".join(
+                         format_number(row[part]["mean"]) for part in ("first", "second", "both"))
+                         + f"; {format_number(row['effect']['mean'])}"
+                         for row in summary["positions"]))
     return lines
-
-
-def _clean(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in ("_pass", "_run_key")}
 
 
 def _ask_all(judge: Judge, settings: JudgeConfig, contenders: list[Contender], todo: list[Pass],
              ids: list[str], done: dict[str, dict], partial_path: Path, run_key: str, *,
              total: int) -> None:
-    """Ask every pass of `todo`, judge.concurrency at a time; each result is appended to the
-    partial file as soon as it is back. Only this (the main) thread writes."""
-    from tqdm import tqdm
-
-    states = Counter(record["state"] for record in done.values())
-    progress = tqdm(total=total, initial=len(done), desc="together", unit="item")
-    progress.set_postfix(states, refresh=False)
-    calls = [(job, ask_pass, judge, settings, job, render_pass(settings, contenders, job),
+    """Ask every pass of `todo`, judge.concurrency at a time; each pass's record is written
+    down as soon as it is back."""
+    calls = [(job.key, ask_pass, judge, settings, job, render_pass(settings, contenders, job),
               ids[job.index]) for job in todo]
-    try:
-        with JsonlAppender(partial_path) as partial:
-            for job, record in answered(calls, settings.concurrency, "together"):
-                partial.write({**record, "_pass": job.key, "_run_key": run_key})
-                done[job.key] = record
-                states[record["state"]] += 1
-                progress.update(1)
-                progress.set_postfix(states, refresh=False)
-    finally:
-        progress.close()
+    with answering(calls, settings.concurrency, "together") as answers:
+        write_down(answers, done, partial_path, run_key, total=total, name="together")

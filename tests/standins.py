@@ -590,22 +590,30 @@ class OllamaStandIn(_StandInServer):
 
 
 DEFAULT_OPENAI_MODELS = ["gpt-4o-mini"]
-OPENAI_MODEL_CREATED = 1721172741  # fixed, so a model's identity is the same on every run
 OPENAI_MODEL_OWNER = "system"
 
 
 class OpenAIStandIn(_StandInServer):
     """Speaks OpenAI's API under /v1: GET /v1/models, GET /v1/models/{id},
     POST /v1/chat/completions (non-streaming). With api_key set, every request needs
-    "Authorization: Bearer <api_key>" or gets 401."""
+    "Authorization: Bearer <api_key>" or gets 401.
+
+    A model object's `created` is int(clock()), the time of the request, as vLLM and
+    llama.cpp's llama-server report it; `clock` (default time.time) lets a test make it
+    change on every request. `owned_by` is `owner`; with `meta` (a dict) every model object
+    also carries it, as llama-server's do."""
 
     url_suffix = "/v1"
 
     def __init__(self, reply: Reply | None = None, *, models: list[str] | None = None,
-                 api_key: str | None = None):
+                 api_key: str | None = None, owner: str = OPENAI_MODEL_OWNER,
+                 meta: dict | None = None, clock: Callable[[], float] = time.time):
         super().__init__(reply)
         self.models: list[str] = list(DEFAULT_OPENAI_MODELS if models is None else models)
         self.api_key = api_key
+        self.owner = owner
+        self.meta = meta
+        self.clock = clock
         self._completion_count = 0
 
     def _error_payload(self, status: int, message: str, *, type_: str = "",
@@ -615,8 +623,11 @@ class OpenAIStandIn(_StandInServer):
         return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
     def _model_object(self, name: str) -> dict:
-        return {"id": name, "object": "model", "created": OPENAI_MODEL_CREATED,
-                "owned_by": OPENAI_MODEL_OWNER}
+        entry = {"id": name, "object": "model", "created": int(self.clock()),
+                 "owned_by": self.owner}
+        if self.meta is not None:
+            entry["meta"] = self.meta
+        return entry
 
     def _authorized(self, handler: _Handler) -> bool:
         if self.api_key is None:

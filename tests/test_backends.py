@@ -3,12 +3,16 @@ stand-in servers of tests/standins.py (real HTTP on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 
 from evalpipe.backends import (
+    OPENAI_OPTION_NAMES,
     JudgeError,
     JudgeIdentity,
     JudgeRequest,
@@ -16,9 +20,9 @@ from evalpipe.backends import (
     OpenAIBackend,
     RoundRobinBackend,
     TransientJudgeError,
+    chat_extras,
     make_backend,
     ollama_url,
-    openai_request_options,
 )
 from evalpipe.config import JudgeConfig
 from evalpipe.templates import get_template
@@ -333,11 +337,44 @@ def test_hosts_with_different_weights_are_refused():
 # OpenAI-compatible
 
 
-def test_openai_preflight_gives_the_model_id_created_and_owner():
+def test_openai_preflight_gives_the_model_id_and_owner():
     with OpenAIStandIn(models=["gpt-4o-mini", "llama3"]) as server:
         backend = make_backend(judge_config("openai", server.url, model="llama3"))
         assert backend.preflight() == JudgeIdentity(
-            backend="openai", model="llama3", digest="llama3@1721172741/system")
+            backend="openai", model="llama3", digest="llama3/system")
+
+
+def test_openai_digest_ignores_created_which_servers_set_to_the_request_time():
+    # vLLM and llama-server report `created` as the time of the request: here a clock that
+    # moves one second per request.
+    with OpenAIStandIn(clock=itertools.count(1_700_000_000).__next__) as server:
+        client = openai.OpenAI(base_url=server.url, api_key="none")
+        first, second = client.models.list().data[0], client.models.list().data[0]
+        assert (first.created, second.created) == (1_700_000_000, 1_700_000_001)
+        backend = make_backend(judge_config("openai", server.url))
+        digests = [backend.preflight().digest, backend.preflight().digest]
+        client.close()
+        backend.close()
+    assert digests == ["gpt-4o-mini/system", "gpt-4o-mini/system"]
+
+
+# What llama.cpp's llama-server lists under "meta" for a model, and that dict's canonical JSON.
+LLAMA_SERVER_META = {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_embd": 576,
+                     "n_params": 134515008, "size": 96782592}
+LLAMA_SERVER_META_JSON = (b'{"n_ctx_train":8192,"n_embd":576,"n_params":134515008,'
+                          b'"n_vocab":49152,"size":96782592,"vocab_type":2}')
+
+
+def test_openai_digest_of_llama_server_hashes_its_meta():
+    with OpenAIStandIn(models=["smollm2"], owner="llamacpp", meta=LLAMA_SERVER_META) as server:
+        digest = make_backend(judge_config("openai", server.url, model="smollm2")).preflight().digest
+    assert digest == f"smollm2/llamacpp/meta:{hashlib.sha256(LLAMA_SERVER_META_JSON).hexdigest()[:12]}"
+    # Another file under the same name (here: another quantisation, so another size) is
+    # another judge.
+    other_meta = {**LLAMA_SERVER_META, "size": 103000000}
+    with OpenAIStandIn(models=["smollm2"], owner="llamacpp", meta=other_meta) as server:
+        other = make_backend(judge_config("openai", server.url, model="smollm2")).preflight()
+    assert other.digest.startswith("smollm2/llamacpp/meta:") and other.digest != digest
 
 
 def test_openai_preflight_names_a_missing_model():
@@ -390,7 +427,7 @@ def test_openai_ask_maps_the_options():
     assert {k: body[k] for k in ("seed", "temperature", "max_tokens")} == {
         "seed": 123, "temperature": 0, "max_tokens": 16}
     assert "num_ctx" not in body and "top_k" not in body and "response_format" not in body
-    assert openai_request_options({"max_tokens": 5, "top_p": 0.9, "mirostat": 1}) == {
+    assert chat_extras({"max_tokens": 5, "top_p": 0.9, "mirostat": 1}, OPENAI_OPTION_NAMES) == {
         "max_tokens": 5, "top_p": 0.9}
 
 
@@ -440,7 +477,7 @@ def test_openai_timeout_is_transient():
 def test_openai_several_hosts_round_robin():
     with OpenAIStandIn() as first, OpenAIStandIn() as second:
         backend = make_backend(judge_config("openai", hosts=[first.url, second.url]))
-        assert backend.preflight().digest == "gpt-4o-mini@1721172741/system"
+        assert backend.preflight().digest == "gpt-4o-mini/system"
         for _ in range(3):
             assert backend.ask(JudgeRequest(PROMPT)) == EXPECTED_SCORE
     assert len(first.requests) == 2 and len(second.requests) == 1

@@ -6,7 +6,9 @@ book split makes the last-but-five ten the test items, and imported responses ch
 the stand-in judge (100 x word-overlap F1 with the correct output) gives known scores.
 """
 
+import _thread
 import hashlib
+import itertools
 import json
 import signal
 import subprocess
@@ -20,7 +22,8 @@ from standins import (DEFAULT_OLLAMA_MODELS, OllamaStandIn, OpenAIStandIn, Stand
                       book_judge, parse_book_prompt, parse_rubric_prompt, prompt_of, unused_url)
 
 from evalpipe.cli import main
-from evalpipe.io import read_jsonl, read_partial_jsonl
+from evalpipe.io import DataError, read_jsonl, read_partial_jsonl
+from evalpipe.judge import JudgmentCache, read_responses
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
@@ -323,6 +326,54 @@ def test_a_killed_judge_loses_no_finished_judgment(run, run_env):
     assert len(read_jsonl(run.root / "judge/canaries.jsonl")) == 10
 
 
+def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
+    """Ctrl-C while requests are in flight: the stage waits for them (they end by their
+    timeout at the latest), so their answers reach the judgment cache before it is closed,
+    and the rerun asks only for what never got an answer."""
+    lock = threading.Lock()
+    count = [0]
+    all_workers_busy = threading.Event()
+
+    def interrupting(body):
+        with lock:
+            count[0] += 1
+            number = count[0]
+        if number == 3:
+            all_workers_busy.set()
+        if number == 2:
+            # Ctrl-C once all three workers are under way (a Ctrl-C while the thread pool is
+            # still starting its threads is another story), seen by the main thread when it
+            # next wakes.
+            all_workers_busy.wait(timeout=10)
+            time.sleep(0.1)
+            _thread.interrupt_main()
+            time.sleep(0.3)
+        elif number > 2:
+            time.sleep(0.6)  # still in flight when the main thread stops
+        return book_judge(body)  # BROKEN gets a score too: every answer can be cached
+
+    settings = ("judge.concurrency=3", "judge.canaries=false")
+    with OllamaStandIn(interrupting) as standin:
+        assert run("generate") == 0
+        capsys.readouterr()
+        assert run("judge", standin.url, *settings) == 130
+        assert capsys.readouterr().err.endswith(  # after the progress bar
+            "\nevalpipe: interrupted; finished work is kept, rerun to continue\n")
+        first = asked(standin)
+        assert len(first) >= 3  # the first answer, and at least two in flight at Ctrl-C
+        cache = JudgmentCache(run.root.parent / "judge-cache.sqlite")
+        assert len(cache) == len(first)  # every answer given was kept
+        cache.close()
+        assert not (run.root / "judge/scores.jsonl").exists()
+
+        assert run("judge", standin.url, *settings) == 0
+        again = asked(standin, len(first))
+    responses = {RESPONSES[i][0] for i in ASKED}
+    assert sorted(again) == sorted(responses - set(first))
+    assert {i: r["score"] for i, r in scores(run).items() if i in ASKED} == {
+        85: 75, 87: 67, 88: 0, 89: 0, 90: 0, 91: 100, 94: 89}
+
+
 def test_a_partial_file_from_other_settings_is_not_reused(run):
     with OllamaStandIn(scripted) as standin:
         run("judge", standin.url)
@@ -425,15 +476,23 @@ def test_changing_only_judge_settings_reruns_only_the_judge(run, capsys):
 
 
 def test_an_openai_compatible_server(run):
-    with OpenAIStandIn(scripted, models=["judge-8b"], api_key="sk-test") as standin:
-        assert run("judge", standin.url, "judge.backend=openai", "judge.model=judge-8b",
-                   "judge.api_key=sk-test", "judge.canaries=false") == 0
+    settings = ("judge.backend=openai", "judge.model=judge-8b", "judge.api_key=sk-test",
+                "judge.canaries=false")
+    # `created` moves on every GET /v1/models, as with vLLM and llama-server.
+    with OpenAIStandIn(scripted, models=["judge-8b"], api_key="sk-test",
+                       clock=itertools.count(1_700_000_000, 60).__next__) as standin:
+        assert run("judge", standin.url, *settings) == 0
+        first = scores(run)
+        before = len(standin.requests)
+        # The same judge model: a rerun finds every finished judgment in the cache.
+        assert run("judge", standin.url, *settings, force=True) == 0
+        assert asked(standin, before) == [BROKEN, BROKEN]
     assert {(b["seed"], b["temperature"]) for b in standin.requests} == {(123, 0)}
-    by_item = scores(run)
-    assert {i: r["state"] for i, r in by_item.items()} == STATES
-    assert by_item[91]["score"] == 100
-    assert (by_item[91]["judge_backend"], by_item[91]["judge_model"],
-            by_item[91]["judge_digest"]) == ("openai", "judge-8b", "judge-8b@1721172741/system")
+    assert {i: r["state"] for i, r in first.items()} == STATES
+    assert first[91]["score"] == 100
+    assert (first[91]["judge_backend"], first[91]["judge_model"],
+            first[91]["judge_digest"]) == ("openai", "judge-8b", "judge-8b/system")
+    assert {i for i, r in scores(run).items() if r["cached"]} == {85, 87, 88, 90, 91, 94}
 
 
 def test_several_hosts_share_the_work(run):
@@ -464,6 +523,26 @@ def test_a_missing_model_is_one_line(run, capsys):
         f"evalpipe: error: judge: Ollama at {standin.url} has no model 'llama3': "
         "run 'ollama pull llama3'\n")
     assert not (run.root / "judge/manifest.json").exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"id": "a", "instruction": "i", "input": "", "output": "o"},
+     "record 1: field 'response' is missing"),
+    ({"instruction": "i", "input": "", "output": "o", "response": "r"},
+     "record 1: field 'id' is missing"),
+    ({"id": "a", "instruction": "i", "input": "", "output": "o", "response": 85},
+     "record 1: field 'response' must be a string or null, got int"),
+])
+def test_responses_the_judge_cannot_read_are_one_line_naming_the_record(tmp_path, record,
+                                                                        message):
+    good = {"id": "z", "instruction": "i", "input": "", "output": "o", "response": None}
+    path = tmp_path / "responses.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError) as caught:
+        read_responses(path)
+    assert str(caught.value) == f"{path}: {message}"
+    path.write_text(json.dumps(good) + "\n")
+    assert read_responses(path) == [good]
 
 
 def test_together_mode_belongs_to_compare(run, capsys):

@@ -18,6 +18,7 @@ import pytest
 
 from evalpipe.backends import JudgeError, JudgeIdentity, JudgeRequest, LlamaCppBackend, make_backend
 from evalpipe.config import JudgeConfig
+from evalpipe.io import sha256_file_remembered
 
 # A judgment schema whose reason is short enough to finish within the token limit, so the
 # reply is complete JSON whatever the model writes.
@@ -108,6 +109,30 @@ def test_a_file_that_is_not_gguf_names_the_file(tmp_path):
     with pytest.raises(JudgeError) as caught:
         backend.preflight()
     assert str(caught.value).startswith(f"cannot load the GGUF file {not_gguf}: ")
+
+
+def test_a_closed_backend_never_loads_the_model_again(tmp_path):
+    # A request still under way when the judge stage closes the backend must not load the
+    # model anew: it fails at once, before reading the file (which here is not even a GGUF).
+    not_gguf = tmp_path / "judge.gguf"
+    not_gguf.write_text("this is not a model\n")
+    backend = LlamaCppBackend(str(not_gguf))
+    backend.close()
+    for call in (backend.preflight, lambda: backend.ask(JudgeRequest(PROMPT, options=OPTIONS))):
+        with pytest.raises(JudgeError) as caught:
+            call()
+        assert str(caught.value) == f"llama.cpp judge {not_gguf}: the backend is closed"
+
+
+def test_the_file_digest_is_remembered_until_the_file_changes(tmp_path):
+    # The llamacpp identity: the GGUF's SHA-256, read once per process per (path, size, mtime).
+    model = tmp_path / "judge.gguf"
+    model.write_bytes(b"GGUF version 1")
+    assert sha256_file_remembered(model) == hashlib.sha256(b"GGUF version 1").hexdigest()
+    assert sha256_file_remembered(tmp_path / "." / "judge.gguf") == \
+        hashlib.sha256(b"GGUF version 1").hexdigest()
+    model.write_bytes(b"GGUF version 22")  # another quantisation under the same name
+    assert sha256_file_remembered(model) == hashlib.sha256(b"GGUF version 22").hexdigest()
 
 
 def test_without_xllamacpp_the_error_says_what_to_install(tmp_path, monkeypatch):

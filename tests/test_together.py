@@ -176,7 +176,20 @@ entry for each of the 2 responses."""
                                                         "maximum": 3}
     assert entry["items"]["properties"]["score"] == {"type": "integer", "minimum": 1,
                                                      "maximum": 5}
-    assert together_schema("book", 2)["required"] == ["scores"]
+    assert together_schema("book", 2) == {
+        "type": "object",
+        "properties": {"scores": {
+            "type": "array",
+            "items": {"type": "object",
+                      "properties": {
+                          "response": {"type": "integer", "minimum": 1, "maximum": 2},
+                          "score": {"type": "integer", "minimum": 0, "maximum": 100},
+                          "reason": {"type": "string", "maxLength": 200}},
+                      "required": ["response", "score", "reason"]},
+            "minItems": 2, "maxItems": 2}},
+        "required": ["scores"]}
+    assert list(together_schema("book", 2)["properties"]["scores"]["items"]["properties"]) == [
+        "response", "score", "reason"]
 
 
 def _reply(*entries) -> str:
