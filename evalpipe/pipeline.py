@@ -25,7 +25,7 @@ from typing import Any
 from evalpipe import __version__
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import sha256_file, sha256_json, write_json, write_text
+from evalpipe.io import sha256_file_remembered, sha256_json, write_json, write_text
 
 
 class NotBuiltYet(EvalpipeError):
@@ -107,22 +107,6 @@ class Status:
         return f"{self.stage:<10} {self.state:<8} {self.reason}"
 
 
-class FileHashes:
-    """SHA-256 of files, each computed once per process (a model file is read once, not per
-    stage that mentions it). Keyed by size and mtime as well, so a file rewritten during the
-    process is hashed again."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
-
-    def __call__(self, path: Path) -> str:
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key not in self._known:
-            self._known[key] = sha256_file(path)
-        return self._known[key]
-
-
 MANIFEST = "manifest.json"
 
 
@@ -154,7 +138,7 @@ class Pipeline:
         self.config = config
         self.paths = paths
         self.echo = echo
-        self.hashes = FileHashes()
+        self.hashes = sha256_file_remembered  # a model file is read once, not per stage
 
     # -- decisions ---------------------------------------------------------------------------
 
