@@ -176,6 +176,9 @@ class Judge:
         self.identity = identity
         self.cache = cache
         self.retries = retries
+        # Set when the caller stops (Ctrl-C, an error): a request that failed transiently is
+        # then not retried, so the process ends without waiting out the backoff.
+        self.stopping = threading.Event()
 
     def ask(self, prompt: str, options: dict, schema: dict | None = None) -> Answer:
         """The judge's raw reply to `prompt`: from the cache if it was asked before, else from
@@ -196,7 +199,9 @@ class Judge:
                 if attempt == self.retries:
                     return Answer(None, f"{err} (after {attempt + 1} attempts)",
                                   round(time.monotonic() - clock, 3), False)
-                time.sleep(min(retry_base_delay() * 2 ** attempt, RETRY_MAX_DELAY))
+                if self.stopping.wait(min(retry_base_delay() * 2 ** attempt, RETRY_MAX_DELAY)):
+                    return Answer(None, f"{err} (stopped before retrying)",
+                                  round(time.monotonic() - clock, 3), False)
             except JudgeError as err:
                 return Answer(None, str(err), round(time.monotonic() - clock, 3), False)
         self.cache.put(key, raw, self.identity)
@@ -395,7 +400,7 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
                 yield key, {**by_key[key].record, **judge_fields(
                     settings, judge.identity, pending.pop(key), prompt_hash(prompts[key]))}
 
-    with answering(calls, settings.concurrency, "judge") as answers:
+    with answering(calls, settings.concurrency, "judge", judge.stopping) as answers:
         write_down(whole_records(answers), done, partial_path, run_key, total=total,
                    name="judge")
 
@@ -403,21 +408,26 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
 # -- running requests, writing down what comes back (the judge stage and together mode) ------
 
 @contextmanager
-def answering(calls: Iterable[tuple], concurrency: int,
-              name: str) -> Iterator[Iterator[tuple[Any, Any]]]:
+def answering(calls: Iterable[tuple], concurrency: int, name: str,
+              stopping: threading.Event | None = None) -> Iterator[Iterator[tuple[Any, Any]]]:
     """Run each call `(tag, function, *args)` on `concurrency` threads; the context gives an
     iterator of `(tag, result)` in the order the calls finish, so that the caller (one
     thread) writes results down as they come.
 
     On leaving the context (done, Ctrl-C or an error) what is still queued is not started,
-    and the calls in flight are waited for: their requests end by their timeout at the latest
-    (a transient failure may still be retried first), and their answers reach the judgment
-    cache, so a rerun does not ask for them again. Not waiting would let the workers run on
-    while the caller closes the cache and the backend under them."""
+    and the calls in flight are waited for: their requests end by their timeout at the
+    latest, and their answers reach the judgment cache, so a rerun does not ask for them
+    again. Not waiting would let the workers run on while the caller closes the cache and the
+    backend under them. On Ctrl-C or an error, `stopping` (Judge.stopping) is set first, so a
+    request that failed transiently is not retried after a backoff of up to 30 s."""
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
     try:
         futures = {executor.submit(function, *args): tag for tag, function, *args in calls}
         yield ((futures[future], future.result()) for future in as_completed(futures))
+    except BaseException:
+        if stopping is not None:
+            stopping.set()
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 

@@ -406,5 +406,5 @@ def _ask_all(judge: Judge, settings: JudgeConfig, contenders: list[Contender], t
     down as soon as it is back."""
     calls = [(job.key, ask_pass, judge, settings, job, render_pass(settings, contenders, job),
               ids[job.index]) for job in todo]
-    with answering(calls, settings.concurrency, "together") as answers:
+    with answering(calls, settings.concurrency, "together", judge.stopping) as answers:
         write_down(answers, done, partial_path, run_key, total=total, name="together")

@@ -374,6 +374,31 @@ def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
         85: 75, 87: 67, 88: 0, 89: 0, 90: 0, 91: 100, 94: 89}
 
 
+def test_ctrl_c_does_not_wait_to_retry(run, monkeypatch):
+    """A request that failed transiently waits (backoff) before its retry; Ctrl-C meanwhile
+    ends that wait: the failed request is not sent again, and the stage stops."""
+    monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "60")
+    lock = threading.Lock()
+    count = [0]
+
+    def fail_then_interrupt(body):
+        with lock:
+            count[0] += 1
+            number = count[0]
+        if number == 1:
+            return StandInFailure(503, "busy")
+        if number == 2:
+            time.sleep(0.2)  # the first request is in its backoff by now
+            _thread.interrupt_main()
+        return book_judge(body)
+
+    with OllamaStandIn(fail_then_interrupt) as standin:
+        assert run("generate") == 0
+        assert run("judge", standin.url, "judge.concurrency=2", "judge.canaries=false") == 130
+        first_failed = response_of(standin.requests[0])
+        assert asked(standin).count(first_failed) == 1
+
+
 def test_a_partial_file_from_other_settings_is_not_reused(run):
     with OllamaStandIn(scripted) as standin:
         run("judge", standin.url)
