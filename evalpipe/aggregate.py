@@ -18,12 +18,11 @@ summary together. Nothing here is slow (110 items), so there is no progress bar.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from evalpipe import stats
 from evalpipe.config import RunConfig
-from evalpipe.io import DataError, read_jsonl, write_json, write_text
+from evalpipe.io import DataError, read_json_object, read_jsonl, write_json, write_text
 from evalpipe.pipeline import RunPaths
 
 SCORES = "judge/scores.jsonl"
@@ -191,18 +190,6 @@ def load_canaries(path: Path) -> list[dict]:
     return records
 
 
-def load_json_object(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return value
-
-
 def _require_keys(path: Path, value: dict, keys: tuple[str, ...], what: str = "") -> None:
     for key in keys:
         if key not in value:
@@ -210,7 +197,7 @@ def _require_keys(path: Path, value: dict, keys: tuple[str, ...], what: str = ""
 
 
 def load_judge_summary(path: Path) -> dict:
-    summary = load_json_object(path)
+    summary = read_json_object(path)
     _require_keys(path, summary, JUDGE_KEYS)
     if not isinstance(summary["judge"], dict):
         raise DataError(f"{path}: key 'judge' must be an object (backend, model, digest)")
@@ -218,7 +205,7 @@ def load_judge_summary(path: Path) -> dict:
 
 
 def load_finetune_summary(path: Path) -> dict:
-    summary = load_json_object(path)
+    summary = read_json_object(path)
     _require_keys(path, summary, FINETUNE_KEYS)
     for key in LOSS_KEYS:  # drawn and correlated with scores, so they must be numbers
         value = summary[key]

@@ -38,11 +38,11 @@ import numpy as np
 
 from evalpipe import paired, stats
 from evalpipe.aggregate import (DECIMALS, FINETUNE_SUMMARY, JUDGE_SUMMARY, SCORES,
-                                load_finetune_summary, load_json_object, load_judge_summary,
+                                load_finetune_summary, load_judge_summary,
                                 load_scores, uses_finetune)
 from evalpipe.config import AggregateConfig, JudgeConfig, RunConfig, load_config
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import write_json, write_text
+from evalpipe.io import read_json_object, write_json, write_text
 from evalpipe.report import (embedded_png, esc, interval, level, md, number, page, pyplot,
                              save_figure)
 
@@ -184,7 +184,7 @@ def load_models(results: Path, runs: list[str], configs: dict[str, RunConfig | N
         return [load_run(results, run, configs[run]) for run in runs]
     from evalpipe.together import SUMMARY
 
-    summary = load_json_object(together / SUMMARY)
+    summary = read_json_object(together / SUMMARY)
     return [load_together_model(results, run, configs[run], together, summary) for run in runs]
 
 

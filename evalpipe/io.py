@@ -99,6 +99,23 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file holding one object; a missing, broken or other file is a one-line
+    DataError naming it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return value
+
+
 def read_records(path: str | Path) -> list[dict]:
     """Read a JSON list of objects or a JSONL file (decided by content, not by the name)."""
     path = Path(path)

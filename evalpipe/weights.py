@@ -23,7 +23,6 @@ and model.json (the shape plus what the caller records: tokenizer, template, bas
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import atomic_path, sha256_file, write_json
+from evalpipe.io import DataError, atomic_path, read_json_object, sha256_file, write_json
 from evalpipe.model import PRESETS, GPTConfig, GPTModel
 
 HUB_OWNER = "openai-community"  # where OpenAI's GPT-2 checkpoints live on the Hub
@@ -238,14 +237,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WeightsError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise WeightsError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise WeightsError(f"{path} holds no JSON object")
-    return value
+        return read_json_object(path)
+    except DataError as err:  # the same one line, as the error loading weights raises
+        raise WeightsError(str(err)) from None
 
 
 def _json_path_beside(weights: Path) -> Path | None:
