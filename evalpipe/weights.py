@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, atomic_path, read_json_object, sha256_file, write_json
+from evalpipe.io import DataError, atomic_path, read_json_object, sha256_file_remembered, write_json
 from evalpipe.model import PRESETS, GPTConfig, GPTModel
 
 HUB_OWNER = "openai-community"  # where OpenAI's GPT-2 checkpoints live on the Hub
@@ -131,7 +131,7 @@ def save_finetuned(model: GPTModel, config: GPTConfig, out_dir: str | Path, meta
     # The hash ties the two files together: load_finetuned refuses a pair from two saves.
     write_json(out_dir / FINETUNED_CONFIG_FILE, {
         "format": FINETUNED_FORMAT, "config": config.to_dict(),
-        "weights_sha256": sha256_file(weights_path), **meta})
+        "weights_sha256": sha256_file_remembered(weights_path), **meta})
 
 
 def load_finetuned(folder: str | Path) -> LoadedModel:
@@ -148,7 +148,7 @@ def load_finetuned(folder: str | Path) -> LoadedModel:
         config = GPTConfig.from_dict(info["config"])
     except (TypeError, ValueError) as err:
         raise WeightsError(f"{config_path}: {err}") from None
-    sha256 = sha256_file(weights_path)
+    sha256 = sha256_file_remembered(weights_path)
     if info.get("weights_sha256") not in (None, sha256):
         raise WeightsError(f"{weights_path} is not the file {config_path} was written with "
                            f"(SHA-256 differs); save the model again")
@@ -206,7 +206,7 @@ def _load_file(path: Path, declared: tuple[dict, Path] | None, overrides: dict,
     state = _to_book_keys(state, path)
     config = _resolve_config(state, declared, overrides, path)
     model = _build_and_fill(config, state, path)
-    return LoadedModel(model=model, config=config, source=source, sha256=sha256_file(path))
+    return LoadedModel(model=model, config=config, source=source, sha256=sha256_file_remembered(path))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
