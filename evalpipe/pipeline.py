@@ -5,6 +5,15 @@ After a stage finishes, `manifest.json` beside its outputs records the SHA-256 o
 output and a hash of that configuration. A stage is up to date when all three still match, by
 content, never by timestamp. Running a stage first brings the stages it needs up to date, as Make
 would; a rerun whose outputs come out byte-identical leaves the stages after it untouched.
+
+Two optional hooks of a stage module refine that:
+- `identity(config, paths) -> dict`: values that decide the outputs but are neither configuration
+  nor input files (the judge: the served model's digest, a hash of the prompt text, the parsing
+  rule's version). They are recorded in the manifest and compared like the configuration; a
+  value the stage cannot find out now is `Unchecked(why)`: not guessed, the status says so.
+- `incomplete(config, paths) -> str | None`, asked after a run: what the outputs still lack
+  (the judge: "3 errors"). The stage is then `incomplete`: it runs again, and the stages after
+  it are stale, until a run leaves nothing missing.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -85,6 +95,57 @@ class Stage:
     def run(self, config: RunConfig, paths: RunPaths) -> None:
         self.module.run(config, paths)
 
+    def identity(self, config: RunConfig, paths: RunPaths) -> dict[str, Any]:
+        """Values besides configuration and inputs whose change must rerun this stage (module
+        docstring); {} for a stage without the hook."""
+        identity = getattr(self.module, "identity", None)
+        return dict(identity(config, paths)) if identity is not None else {}
+
+    def incomplete(self, config: RunConfig, paths: RunPaths) -> str | None:
+        """After a run: what its outputs still lack, or None when they are complete."""
+        incomplete = getattr(self.module, "incomplete", None)
+        return incomplete(config, paths) if incomplete is not None else None
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """An identity value a stage cannot find out now (its server is down): never compared, and
+    the status says why it was not checked."""
+
+    reason: str
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _shown(value: Any) -> str:
+    """An identity value in a status line; a SHA-256 by its first 12 hex digits, as `ollama
+    list` shows a model's digest."""
+    if value is None:
+        return "not recorded"
+    if isinstance(value, str) and SHA256_HEX.fullmatch(value):
+        return value[:12]
+    return str(value)
+
+
+def identity_changes(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(what changed, what was not checked), one phrase each, comparing a manifest's recorded
+    identity values with the current ones (`Stage.identity`)."""
+    changed, unchecked = [], []
+    for key, value in current.items():
+        if isinstance(value, Unchecked):
+            unchecked.append(f"{key} not checked: {value.reason}")
+        elif recorded.get(key) != value:
+            changed.append(f"{key} changed: {_shown(recorded.get(key))} -> {_shown(value)}")
+    return changed, unchecked
+
+
+def recorded_identity(current: dict) -> dict:
+    """The identity values a manifest records: an unchecked one as null, so that it counts as
+    changed once it can be checked."""
+    return {key: None if isinstance(value, Unchecked) else value
+            for key, value in current.items()}
+
 
 STAGE_NAMES = ("prepare", "finetune", "generate", "judge", "aggregate")
 STAGES = {name: Stage(name) for name in STAGE_NAMES}
@@ -100,7 +161,7 @@ def get_stage(name: str) -> Stage:
 @dataclass
 class Status:
     stage: str
-    state: str  # "done", "stale" or "missing"
+    state: str  # "done", "stale", "missing" or "incomplete"
     reason: str
 
     def line(self) -> str:
@@ -167,11 +228,20 @@ class Pipeline:
                 return Status(stage.name, "stale", f"input {name} ({path}) is missing")
             if self.hashes(path) != recorded[name]:
                 return Status(stage.name, "stale", f"input {name} ({path}) changed")
-        return Status(stage.name, "done", f"finished {manifest.get('finished', '?')}")
+        # Last: finding the identity out may ask a server.
+        changed, unchecked = identity_changes(manifest.get("identity", {}),
+                                              stage.identity(self.config, self.paths))
+        if changed:
+            return Status(stage.name, "stale", ", ".join(changed))
+        not_checked = "".join(f"; {phrase}" for phrase in unchecked)
+        if manifest.get("incomplete"):
+            return Status(stage.name, "incomplete", manifest["incomplete"] + not_checked)
+        return Status(stage.name, "done", f"finished {manifest.get('finished', '?')}"
+                      + not_checked)
 
     def status(self, target: str = "aggregate") -> list[Status]:
-        """Every stage `target` needs, and itself; a stage after a stale or missing one is
-        stale too."""
+        """Every stage `target` needs, and itself; a stage after a stale, missing or incomplete
+        one is stale too."""
         statuses: dict[str, Status] = {}
         for name in self.stages_for(target):
             stage = get_stage(name)
@@ -211,6 +281,8 @@ class Pipeline:
             self.echo(f"{stage.name}: up to date ({status.reason})")
             return
         why = "--force" if force and status.state == "done" else status.reason
+        if status.state == "incomplete":
+            why = f"incomplete: {why}"
         self.echo(f"{stage.name}: running ({why})")
         self.run_stage(stage)
 
@@ -227,9 +299,13 @@ class Pipeline:
                 raise EvalpipeError(f"{stage.name}: input {name} not found: {path}")
             input_hashes[name] = self.hashes(path)
         key = stage.config_key(self.config)
+        # Found out before the run: should it change during the run, the next status sees the
+        # new value as a change, never the other way round.
+        identity = recorded_identity(stage.identity(self.config, self.paths))
         started = _now()
         clock = time.monotonic()
         stage.run(self.config, self.paths)
+        incomplete = stage.incomplete(self.config, self.paths)
         outputs = {}
         for name in stage.outputs(self.config):
             path = stage_dir / name
@@ -246,7 +322,9 @@ class Pipeline:
                 "config": key,
                 "inputs": {name: input_hashes[name] for name in sorted(input_hashes)},
                 "input_paths": {name: str(path) for name, path in sorted(inputs.items())},
+                "identity": identity,
                 "outputs": outputs,
+                "incomplete": incomplete,
                 "started": started,
                 "finished": _now(),
                 "seconds": round(time.monotonic() - clock, 3),

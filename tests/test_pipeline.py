@@ -155,3 +155,83 @@ def test_run_name_defaults_to_the_config_files_name(run_env, source, capsys):
     (run_env / "mine.toml").write_text(f'[data]\nsource = "{source}"\n')
     assert main(["prepare", "--config", "mine.toml"]) == 0
     assert (run_env / "results/mine/prepare/test.jsonl").exists()
+
+
+# -- a stage's identity and an incomplete stage (the hooks `identity` and `incomplete`) ------
+
+def test_a_changed_identity_value_makes_the_stage_stale(run_env, source, no_config, capsys,
+                                                        monkeypatch):
+    """A stage module's `identity(config, paths)` gives values that decide its outputs besides
+    its configuration and inputs (the judge: the served model's digest); the manifest records
+    them, and a changed one makes the stage stale."""
+    from evalpipe import prepare as prepare_stage
+    from evalpipe.pipeline import Unchecked
+
+    served = {"weights": "a" * 64, "rule": 1}
+    monkeypatch.setattr(prepare_stage, "identity", lambda config, paths: dict(served),
+                        raising=False)
+    evalpipe("prepare", "--set", f"data.source={source}")
+    assert manifest(run_env, "prepare")["identity"] == {"weights": "a" * 64, "rule": 1}
+    assert status_lines(capsys)["prepare"].startswith("done finished ")
+    served["weights"] = "b" * 64
+    # A SHA-256 shows its first 12 hex digits, as `ollama list` shows a model's.
+    assert status_lines(capsys)["prepare"] == (
+        "stale weights changed: aaaaaaaaaaaa -> bbbbbbbbbbbb")
+    served["rule"] = 2
+    assert status_lines(capsys)["prepare"] == (
+        "stale weights changed: aaaaaaaaaaaa -> bbbbbbbbbbbb, rule changed: 1 -> 2")
+    capsys.readouterr()
+    evalpipe("prepare", "--set", f"data.source={source}")
+    assert ("prepare: running (weights changed: aaaaaaaaaaaa -> bbbbbbbbbbbb, rule changed: "
+            "1 -> 2)") in capsys.readouterr().out
+    assert status_lines(capsys)["prepare"].startswith("done finished ")
+
+    # A value that cannot be found out now is not guessed: the stage stays done, and says so.
+    served["weights"] = Unchecked("the server is down")
+    line = status_lines(capsys)["prepare"]
+    assert line.startswith("done finished ")
+    assert line.endswith("; weights not checked: the server is down")
+    capsys.readouterr()
+    evalpipe("prepare", "--set", f"data.source={source}")
+    out = capsys.readouterr().out
+    assert out.startswith("prepare: up to date (finished ")
+    assert "; weights not checked: the server is down)" in out
+    # ... but a value that did change still counts.
+    served["rule"] = 3
+    assert status_lines(capsys)["prepare"] == "stale rule changed: 2 -> 3"
+
+
+def test_a_manifest_without_identity_values_is_stale(run_env, source, no_config, capsys,
+                                                     monkeypatch):
+    from evalpipe import prepare as prepare_stage
+
+    evalpipe("prepare", "--set", f"data.source={source}")
+    monkeypatch.setattr(prepare_stage, "identity", lambda config, paths: {"rule": 1},
+                        raising=False)
+    assert status_lines(capsys)["prepare"] == "stale rule changed: not recorded -> 1"
+
+
+def test_an_incomplete_stage_runs_again_and_makes_later_stages_stale(
+        run_env, source, responses, no_config, capsys, monkeypatch):
+    """A stage module's `incomplete(config, paths)`, asked after a run, says what is missing
+    (the judge: items that ended in error); the stage is then neither done nor stale but
+    incomplete, runs again, and the stages after it are stale."""
+    from evalpipe import prepare as prepare_stage
+
+    missing = {"text": "2 errors"}
+    monkeypatch.setattr(prepare_stage, "incomplete", lambda config, paths: missing["text"],
+                        raising=False)
+    imported = ("--set", f"generate.from_file={responses}")
+    evalpipe("generate", "--from", str(responses), "--set", f"data.source={source}")
+    assert manifest(run_env, "prepare")["incomplete"] == "2 errors"
+    status = status_lines(capsys, *imported)
+    assert status["prepare"] == "incomplete 2 errors"
+    assert status["generate"] == "stale prepare is incomplete"
+    missing["text"] = None
+    capsys.readouterr()
+    evalpipe("prepare", "--set", f"data.source={source}")
+    assert "prepare: running (incomplete: 2 errors)" in capsys.readouterr().out
+    assert manifest(run_env, "prepare")["incomplete"] is None
+    status = status_lines(capsys, *imported)
+    assert status["prepare"].startswith("done finished ")
+    assert status["generate"].startswith("done finished ")
