@@ -23,6 +23,7 @@ from pathlib import Path
 from evalpipe import stats
 from evalpipe.config import RunConfig
 from evalpipe.io import DataError, read_json_object, read_jsonl, write_json, write_text
+from evalpipe.judge import count_of
 from evalpipe.pipeline import RunPaths
 
 SCORES = "judge/scores.jsonl"
@@ -106,6 +107,10 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     write_text(out / "summary.md", report.render_markdown(summary))
     write_text(out / "report.html", report.render_html(summary, items, canaries, images))
 
+    if summary["judge_incomplete"]:
+        it = "it" if summary["judge_incomplete"].endswith(" 1 error") else "them"
+        print(f"aggregate: {summary['judge_incomplete']}; the numbers leave {it} out; "
+              f"'evalpipe judge' asks for {it} again")
     score = summary["score"]
     if score["mean"] is None:
         print(f"aggregate: {summary['items']} items, {NO_SCORED_ITEMS}; see {out / 'report.html'}")
@@ -289,11 +294,15 @@ def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary
     if finetune_summary is not None:
         finetune = {key: finetune_summary[key] for key in FINETUNE_KEYS}
 
+    # Judgments in error (items, canaries; judge/summary.json's `errors`, or the items in state
+    # error in a summary written before it counted them) leave the judge incomplete.
+    errors = judge_summary.get("errors", states["error"])
     summary = {
         "run": run_name,
         "items": len(items),
         "states": states,
         "note": None if counted else NO_SCORED_ITEMS,
+        "judge_incomplete": f"judge incomplete: {count_of(errors, 'error')}" if errors else None,
         "score": {
             "n": len(counted),
             "mean": stats.mean(counted),

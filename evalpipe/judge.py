@@ -29,6 +29,7 @@ file, the progress bar).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -41,13 +42,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from evalpipe import stats
+from evalpipe import prompts, stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, JsonlAppender, read_jsonl, read_partial_jsonl, sha256_file
-from evalpipe.io import sha256_json, write_json, write_jsonl
-from evalpipe.pipeline import RunPaths
-from evalpipe.prompts import parse_reply, render, schema
+from evalpipe.io import DataError, JsonlAppender, read_json_object, read_jsonl, read_partial_jsonl
+from evalpipe.io import sha256_file, sha256_file_remembered, sha256_json, write_json, write_jsonl
+from evalpipe.pipeline import RunPaths, Unchecked
+from evalpipe.prompts import parse_reply, render, schema, template_sha256
 
 SCORES = "scores.jsonl"
 CANARIES = "canaries.jsonl"
@@ -69,8 +70,10 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 
 def config_key(config: RunConfig) -> dict:
-    # How fast and where the judge is asked does not change its answers.
-    ignored = ("concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key")
+    # How fast and where the judge is asked does not change its answers; mode and swap are
+    # together mode's (evalpipe/together.py), which this stage refuses.
+    ignored = ("concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
+               "mode", "swap")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
 
 
@@ -80,6 +83,55 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
 
 def outputs(config: RunConfig) -> tuple[str, ...]:
     return (SCORES, CANARIES, SUMMARY)
+
+
+def identity(config: RunConfig, paths: RunPaths) -> dict:
+    """What decides the scores besides the settings and the responses (the stage cache's
+    identity hook): the served model's digest, the prompt text, the parsing rule."""
+    return {"digest": served_digest(config.judge), **rules(config.judge)}
+
+
+def rules(settings: JudgeConfig) -> dict:
+    """The code that decides the scores: a hash of the prompt text, the parsing rule's version."""
+    return {"prompt_template": template_sha256(settings.template, settings.structured),
+            "parse_rule": prompts.PARSE_RULE_VERSION}  # read now: tests bump it
+
+
+IDENTITY_TIMEOUT = 10.0  # seconds: `status` asks the judge server for its digest
+
+
+def served_digest(settings: JudgeConfig) -> str | Unchecked:
+    """The digest of the model the judge server serves now, as preflight reads it (Ollama:
+    one GET /api/tags); Unchecked when the server cannot tell (down, or without the model).
+    The llamacpp backend's digest is its GGUF file's SHA-256, read without loading it."""
+    from evalpipe.backends import JudgeError, make_backend
+
+    if settings.backend == "llamacpp":
+        path = Path(settings.model).expanduser()
+        if not path.is_file():
+            return Unchecked(f"GGUF file not found: {path}")
+        return sha256_file_remembered(path)
+    quick = dataclasses.replace(settings, timeout=min(settings.timeout, IDENTITY_TIMEOUT))
+    try:
+        backend = make_backend(quick)
+        try:
+            return backend.preflight().digest
+        finally:
+            backend.close()
+    except JudgeError as err:
+        return Unchecked(f"judge server unreachable ({err})")
+
+
+def incomplete(config: RunConfig, paths: RunPaths) -> str | None:
+    """After a run: the judgments that ended in error (the stage cache's incomplete hook); the
+    next run asks for them again."""
+    errors = read_json_object(paths.stage_dir("judge") / SUMMARY).get("errors", 0)
+    return count_of(errors, "error") if errors else None
+
+
+def count_of(n: int, thing: str) -> str:
+    """'1 error', '2 errors'."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 # -- the judgment cache -------------------------------------------------------------------------
@@ -350,8 +402,9 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     with open_judge(config, paths.results) as judge:
         identity = judge.identity
         # A partial record counts only if it was made from the same responses, by the same
-        # judge model, with the same settings.
+        # judge model, with the same settings, prompt text and parsing rule.
         run_key = sha256_json({"config": config_key(config), "judge": asdict(identity),
+                               "rules": rules(settings),
                                "responses": sha256_file(responses_path)})
         jobs = [Job(item["id"], item) for item in items]
         if settings.canaries:
@@ -376,8 +429,8 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     errors = [r for r in scored if r["state"] == "error"]
     if errors:
         print(f"judge: {len(errors)} items ended in error (first: id {errors[0]['id']}: "
-              f"{errors[0]['error']}); 'evalpipe judge --force' asks for them again, "
-              "the rest comes from the judgment cache")
+              f"{errors[0]['error']}); the judge is incomplete: 'evalpipe judge' asks for "
+              "them again, the rest comes from the judgment cache")
 
 
 def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict[str, dict],
@@ -509,6 +562,9 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
         canary_summary[kind] = stats.state_counts(of_kind)
     # Records (items and canaries) whose judgment was read from the cache, not asked.
     cache_hits = sum(bool(r["cached"]) for r in scored + canaries)
+    # Records (items and canaries) with a judgment in error: the judge is incomplete, and the
+    # next run asks for them again.
+    errors = sum(not is_finished(r) for r in scored + canaries)
     return {
         "items": len(scored),
         "states": stats.state_counts(scored),
@@ -520,6 +576,7 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
         "repeats": settings.repeats,
         "canaries": canary_summary,
         "cache_hits": cache_hits,
+        "errors": errors,
         "seconds": seconds,
     }
 

@@ -15,6 +15,9 @@ and clamping it to 100 would hide that.
 Parsing works on the raw reply only, so a changed rule re-parses cached replies without asking
 the judge again.
 
+The judge stage's manifest records `template_sha256` (the prompt text and schema, whatever the
+item) and `PARSE_RULE_VERSION`: a change to either makes the judge stale (docs/judge.md).
+
 Together mode (`judge.mode = "together"`, evalpipe/together.py) has its own prompt, schema and
 parser at the end of this module: every model's response to one item in one prompt, labelled
 "Response 1".."Response k", one score and reason per label back in one JSON object.
@@ -22,6 +25,7 @@ parser at the end of this module: every model's response to one item in one prom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -29,6 +33,12 @@ from dataclasses import dataclass
 from evalpipe.templates import TEMPLATES
 
 TEMPLATE_NAMES = ("book", "rubric")
+
+# The version of the rules that read a reply (parse_reply, parse_together and their helpers).
+# BUMP IT WITH EVERY CHANGE TO WHAT THEY MAKE OF A REPLY: finished judge runs are then stale,
+# and rerunning them re-reads the cached replies with the new rule. Without the bump old
+# scores stay "up to date" under the old rule.
+PARSE_RULE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,36 @@ def schema(template: str) -> dict:
         },
         "required": ["score", "reason"],
     }
+
+
+# What a prompt says besides the item: rendered with these placeholders (once with an input,
+# once without, as format_input differs), its hash changes with any word of the prompt text.
+PLACEHOLDER_RECORD = {"instruction": "{instruction}", "input": "{input}", "output": "{output}",
+                      "response": "{response}"}
+
+
+def _placeholders() -> list[dict]:
+    return [PLACEHOLDER_RECORD, {**PLACEHOLDER_RECORD, "input": ""}]
+
+
+def template_sha256(template: str, structured: bool) -> str:
+    """SHA-256 of the prompt text of `template` (rendered with placeholders) and of the schema
+    sent with it: what the judge is asked besides the item. Recorded in the judge's manifest."""
+    text = json.dumps({"prompts": [render(template, record, structured=structured)
+                                   for record in _placeholders()],
+                       "schema": schema(template) if structured else None}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def together_template_sha256(template: str) -> str:
+    """template_sha256 of a together prompt (two responses, and one) and its schemas."""
+    prompts = [render_together(template, record, responses)
+               for record in _placeholders()
+               for responses in (["{response 1}", "{response 2}"], ["{response 1}"])]
+    text = json.dumps({"prompts": prompts,
+                       "schemas": [together_schema(template, n) for n in (1, 2)]},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # -- parsing -----------------------------------------------------------------------------------

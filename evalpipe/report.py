@@ -256,6 +256,9 @@ def render_markdown(summary: dict) -> str:
     lines = [f"# evalpipe run `{summary['run']}`", ""]
     if summary["note"]:
         lines += [f"**{summary['note']}**: the judge gave no usable score to any item.", ""]
+    if summary.get("judge_incomplete"):
+        lines += [f"**{summary['judge_incomplete']}**: the judgments in error are left out of "
+                  "the numbers below; 'evalpipe judge' asks for them again.", ""]
     section = None
     for title, label, _key, text in summary_rows(summary):
         if title != section:
@@ -457,6 +460,12 @@ def render_html(summary: dict, items: list[dict], canaries: list[dict],
     """The whole report as one string; `images` maps each PNG's file name to its bytes."""
     note = (f'<p class="note" data-key="note" data-value="{esc(json.dumps(summary["note"]))}">'
             f'{esc(summary["note"])}</p>' if summary["note"] else "")
+    incomplete = summary.get("judge_incomplete")
+    if incomplete:
+        note += (f'\n<p class="note" data-key="judge_incomplete" '
+                 f'data-value="{esc(json.dumps(incomplete))}">{esc(incomplete)}: the judgments '
+                 "in error are left out of the numbers below; 'evalpipe judge' asks for them "
+                 "again.</p>")
     run_name = (f'<span data-key="run" data-value="{esc(json.dumps(summary["run"]))}">'
                 f'{esc(summary["run"])}</span>')
     plots = "\n".join(embedded_png(name, data) for name, data in images.items())

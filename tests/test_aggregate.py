@@ -159,6 +159,8 @@ def test_summary_of_a_hand_made_run(tmp_path):
         "items": 6,
         "states": {"scored": 3, "empty": 1, "unparseable": 1, "error": 1},
         "note": None,
+        # This judge/summary.json has no `errors` count: the items in state error are.
+        "judge_incomplete": "judge incomplete: 1 error",
         # mean 37.5; squared deviations 1406.25 + 756.25 + 506.25 + 1806.25 = 4475; sd sqrt(4475/3)
         "score": {"n": 4, "mean": 37.5, "median": 35.0, "sd": 38.6221, "min": 0, "max": 80,
                   "ci": ci, "confidence": 0.95, "resamples": 2000, "seed": 123},

@@ -123,8 +123,8 @@ def test_every_item_ends_in_one_state_with_the_exact_record(run, capsys):
             "100, bad mean 0; 0 from the judgment cache\n") in out
     assert (f"judge: 1 items ended in error (first: id {scores(run)[89]['id']}: Ollama at "
             f"{standin.url} answered HTTP 500: model runner crashed (after 2 attempts)); "
-            "'evalpipe judge --force' asks for them again, the rest comes from the judgment "
-            "cache\n") in out
+            "the judge is incomplete: 'evalpipe judge' asks for them again, the rest comes "
+            "from the judgment cache\n") in out
 
     records = read_jsonl(run.root / "judge/scores.jsonl")
     responses = read_jsonl(run.root / "generate/responses.jsonl")
@@ -185,8 +185,10 @@ def test_every_item_ends_in_one_state_with_the_exact_record(run, capsys):
                      "bad_mean": 0.0,
                      "bad": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0}},
         "cache_hits": 0,
+        "errors": 1,
     }
     manifest = json.loads((run.root / "judge/manifest.json").read_text())
+    assert manifest["incomplete"] == "1 error"
     assert set(manifest["outputs"]) == {"scores.jsonl", "canaries.jsonl", "summary.json"}
     assert not (run.root / "judge/scores.partial.jsonl").exists()
 
@@ -243,14 +245,14 @@ def test_a_rerun_asks_the_cache_not_the_judge_but_errors_are_asked_again(run, ca
         first = scores(run)
         before = len(standin.requests)
         capsys.readouterr()
+        # Speed settings change nothing, but the item in error leaves the judge incomplete.
         assert run("judge", standin.url, "judge.concurrency=2") == 0
-        assert "judge: up to date" in capsys.readouterr().out  # speed settings change nothing
-        assert len(standin.requests) == before
-        assert run("judge", standin.url, force=True) == 0
         # Only the item that ended in error is asked again (retries + 1 times).
         assert asked(standin, before) == [BROKEN, BROKEN]
     second = scores(run)
-    assert "; 16 from the judgment cache\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "judge: running (incomplete: 1 error)" in out
+    assert "; 16 from the judgment cache\n" in out
     for i in first:
         if STATES[i] in ("scored", "unparseable"):
             assert second[i]["cached"] is True and second[i]["judge_seconds"] == 0.0
@@ -497,7 +499,8 @@ def test_changing_only_judge_settings_reruns_only_the_judge(run, capsys):
     capsys.readouterr()
     assert run("status", None, "judge.template=rubric") == 0
     status = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert status["prepare"] == status["generate"] == status["judge"] == "done"
+    assert status["prepare"] == status["generate"] == "done"
+    assert status["judge"] == "incomplete"  # item 89 ended in error
 
 
 def test_an_openai_compatible_server(run):
@@ -526,6 +529,161 @@ def test_several_hosts_share_the_work(run):
         assert first.requests and second.requests
         assert len(first.requests) + len(second.requests) == 18
     assert {i: r["state"] for i, r in scores(run).items()} == STATES
+
+
+# -- what makes the judge stale besides its settings: who judges, the prompt, the parsing rule --
+
+NEW_DIGEST = hashlib.sha256(b"llama3 pulled again").hexdigest()
+
+
+def status_of(run, capsys, url, *settings) -> dict[str, str]:
+    """`evalpipe status` by stage: the rest of each line after the stage's name."""
+    capsys.readouterr()
+    assert run("status", url, *settings) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    return {line.split()[0]: line.split(None, 1)[1] for line in lines}
+
+
+def test_a_new_digest_makes_the_judge_stale_and_asks_everything_again(run, capsys):
+    with OllamaStandIn() as standin:
+        assert run("judge", standin.url) == 0
+        manifest = json.loads((run.root / "judge/manifest.json").read_text())
+        assert manifest["identity"]["digest"] == DIGEST
+        assert manifest["incomplete"] is None
+        assert status_of(run, capsys, standin.url)["judge"].startswith("done     finished ")
+        standin.models["llama3:latest"] = NEW_DIGEST  # `ollama pull llama3` got new weights
+        reason = f"digest changed: {DIGEST[:12]} -> {NEW_DIGEST[:12]}"
+        assert status_of(run, capsys, standin.url)["judge"] == f"stale    {reason}"
+        before = len(standin.requests)
+        assert run("judge", standin.url) == 0
+        assert f"judge: running ({reason})" in capsys.readouterr().out
+        assert len(standin.requests) - before == 7 + 10  # the items with a response, canaries
+        assert {r["judge_digest"] for r in scores(run).values()} == {NEW_DIGEST}
+        assert status_of(run, capsys, standin.url)["judge"].startswith("done     finished ")
+
+
+def test_a_changed_prompt_text_makes_the_judge_stale(run, capsys, monkeypatch):
+    import evalpipe.prompts
+    from evalpipe.prompts import template_sha256
+
+    with OllamaStandIn() as standin:
+        assert run("judge", standin.url) == 0
+        old = template_sha256("book", False)
+        monkeypatch.setattr(evalpipe.prompts, "BOOK_FREE_TEXT_ENDING",
+                            "Respond with the score only.")
+        new = template_sha256("book", False)
+        assert status_of(run, capsys, standin.url)["judge"] == (
+            f"stale    prompt_template changed: {old[:12]} -> {new[:12]}")
+        before = len(standin.requests)
+        assert run("judge", standin.url) == 0
+        assert len(standin.requests) - before == 7 + 10  # new prompts: nothing is cached
+        assert prompt_of(standin.requests[-1]).endswith("Respond with the score only.")
+
+
+def test_a_new_parse_rule_version_makes_the_judge_stale_and_rereads_the_cache(
+        run, capsys, monkeypatch):
+    import evalpipe.judge
+    import evalpipe.prompts
+    from evalpipe.prompts import Parsed
+
+    with OllamaStandIn() as standin:
+        assert run("judge", standin.url) == 0
+        version = evalpipe.prompts.PARSE_RULE_VERSION
+        monkeypatch.setattr(evalpipe.prompts, "PARSE_RULE_VERSION", version + 1)
+        monkeypatch.setattr(evalpipe.judge, "parse_reply",
+                            lambda template, structured, text: Parsed("scored", 42, None))
+        assert status_of(run, capsys, standin.url)["judge"] == (
+            f"stale    parse_rule changed: {version} -> {version + 1}")
+        before = len(standin.requests)
+        assert run("judge", standin.url) == 0
+        assert len(standin.requests) == before  # the cached replies, parsed anew
+    assert {r["score"] for r in scores(run).values() if r["state"] == "scored"} == {42}
+
+
+def test_a_judge_server_that_is_down_leaves_the_digest_unchecked(run, capsys):
+    with OllamaStandIn() as standin:
+        assert run("judge", standin.url) == 0
+        url = standin.url
+    # Stopped: status does not guess whether the model is still the same.
+    line = status_of(run, capsys, url)["judge"]
+    assert line.startswith("done     finished ")
+    assert line.endswith(f"; digest not checked: judge server unreachable (cannot reach Ollama "
+                         f"at {url}: is it running? start it with 'ollama serve')")
+    # Everything else being up to date, the results are kept, and the output says the digest
+    # was not checked.
+    assert run("evaluate", url) == 0
+    out = capsys.readouterr().out
+    assert "judge: up to date (finished " in out
+    assert "; digest not checked: judge server unreachable (" in out
+    assert "aggregate: running (never run)" in out
+
+
+def test_swap_and_mode_do_not_make_a_single_mode_judge_stale(run, capsys):
+    with OllamaStandIn() as standin:
+        assert run("judge", standin.url) == 0
+        assert status_of(run, capsys, standin.url, "judge.swap=true")["judge"].startswith(
+            "done     finished ")
+        before = len(standin.requests)
+        capsys.readouterr()
+        assert run("judge", standin.url, "judge.swap=true") == 0
+        assert "judge: up to date (finished " in capsys.readouterr().out
+        assert len(standin.requests) == before
+
+
+# -- an incomplete judge: items in error ---------------------------------------------------------
+
+def test_items_in_error_leave_the_judge_incomplete_until_they_are_answered(run, capsys):
+    with OllamaStandIn(scripted) as standin:
+        assert run("judge", standin.url) == 0
+        status = status_of(run, capsys, standin.url)
+        assert status["judge"] == "incomplete 1 error"
+        assert status["aggregate"] == "missing  never run"
+        # aggregate runs on what there is, and says the judge is incomplete
+        assert run("aggregate", standin.url) == 0
+        out = capsys.readouterr().out
+        assert "judge: running (incomplete: 1 error)" in out
+        assert ("aggregate: judge incomplete: 1 error; the numbers leave it out; 'evalpipe "
+                "judge' asks for it again\n") in out
+        summary = json.loads((run.root / "aggregate/summary.json").read_text())
+        assert summary["judge_incomplete"] == "judge incomplete: 1 error"
+        assert "**judge incomplete: 1 error**" in (run.root / "aggregate/summary.md").read_text()
+        assert ('<p class="note" data-key="judge_incomplete" data-value="&quot;judge '
+                'incomplete: 1 error&quot;">judge incomplete: 1 error') in (
+                    run.root / "aggregate/report.html").read_text()
+        assert status_of(run, capsys, standin.url)["aggregate"] == "stale    judge is incomplete"
+
+        # The server is mended: only the item in error is asked, the rest is in the cache.
+        standin.reply = book_judge
+        before = len(standin.requests)
+        assert run("evaluate", standin.url) == 0
+        out = capsys.readouterr().out
+        assert "judge: running (incomplete: 1 error)" in out
+        assert asked(standin, before) == [BROKEN]
+        assert "; 16 from the judgment cache\n" in out
+        assert "aggregate: running (input judge/scores.jsonl" in out
+        assert "judge incomplete" not in out
+    assert scores(run)[89]["state"] == "scored"
+    summary = json.loads((run.root / "aggregate/summary.json").read_text())
+    assert summary["judge_incomplete"] is None
+    status = status_of(run, capsys, unused_url())
+    assert status["judge"].startswith("done     finished ")
+    assert status["aggregate"].startswith("done     finished ")
+
+
+def test_a_canary_in_error_leaves_the_judge_incomplete_too(run, capsys):
+    def canaries_broken(body):
+        if response_of(body) == "N/A":
+            return StandInFailure(500, "model runner crashed")
+        return book_judge(body)
+
+    with OllamaStandIn(canaries_broken) as standin:
+        assert run("judge", standin.url) == 0
+        assert status_of(run, capsys, standin.url)["judge"] == "incomplete 1 error"
+        standin.reply = book_judge
+        before = len(standin.requests)
+        assert run("judge", standin.url) == 0
+        assert asked(standin, before) == ["N/A"]
+        assert status_of(run, capsys, standin.url)["judge"].startswith("done ")
 
 
 # -- failures before the first item -----------------------------------------------------------
@@ -575,3 +733,18 @@ def test_together_mode_belongs_to_compare(run, capsys):
     assert capsys.readouterr().err == (
         "evalpipe: error: judge.mode = 'together' judges several runs at once: use "
         "'evalpipe compare'\n")
+
+
+def test_the_llamacpp_digest_is_read_without_loading_the_model(tmp_path):
+    """status must not load an 8B GGUF to learn its digest: the file's SHA-256 is the digest
+    the llamacpp backend's preflight reports."""
+    from evalpipe.config import JudgeConfig
+    from evalpipe.judge import served_digest
+    from evalpipe.pipeline import Unchecked
+
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    settings = JudgeConfig(backend="llamacpp", model=str(gguf))
+    assert served_digest(settings) == hashlib.sha256(b"GGUF not really").hexdigest()
+    gguf.unlink()
+    assert served_digest(settings) == Unchecked(f"GGUF file not found: {gguf}")
