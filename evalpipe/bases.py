@@ -118,7 +118,7 @@ def each(config: RunConfig, paths: RunPaths, action, *, echo=print) -> None:
 def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     """Every sub-run's stages, then the together judgment (if any) and the comparison."""
     from evalpipe.together import FOLDER, freshness, load_contenders, output_names
-    from evalpipe.together import together_key
+    from evalpipe.together import together_identity, together_key
 
     subs = sub_runs(config, paths.run)
     target = sub_target(config)
@@ -136,7 +136,7 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
         if all_done:
             contenders = load_contenders(paths.results, [sub.name for sub in subs])
             state, reason = freshness(out / FOLDER, together_key(config.judge, contenders),
-                                      output_names(contenders))
+                                      output_names(contenders), together_identity(config.judge))
         else:
             state, reason = "missing", "the runs' responses are not all made yet"
             if (out / FOLDER).exists():

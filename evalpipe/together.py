@@ -38,6 +38,12 @@ the final files are written atomically. Outputs, in results/compare-<name>/toget
   items.jsonl           one record per item and pass: order shown, seed, raw reply, state
   summary.json          states, who judged, the position check, cache hits
   manifest.json         what the outputs were made from: when it still matches, nothing runs
+
+The manifest records, besides the settings and the responses' hashes, the judge's identity as
+the judge stage's manifest does (evalpipe/pipeline.py): the digest of the model that judged, a
+hash of the together prompt's text and the parsing rule's version. A new digest (one GET
+/api/tags tells), prompt text or rule makes the judgment stale; with the server down the digest
+is not checked, and the judgment is kept (and said so).
 """
 
 from __future__ import annotations
@@ -50,15 +56,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from evalpipe import stats
+from evalpipe import prompts, stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file, sha256_json, write_json, write_jsonl
 from evalpipe.judge import (EMPTY, Judge, Judgment, answering, base_seed, format_number,
                             is_empty, judge_fields, open_judge, prompt_hash, read_responses,
-                            resume, rounded_mean, write_down)
+                            resume, rounded_mean, served_digest, write_down)
+from evalpipe.pipeline import identity_changes
 from evalpipe.stats import STATES  # docs/records.md
-from evalpipe.prompts import parse_together, render_together, together_schema
+from evalpipe.prompts import (parse_together, render_together, together_schema,
+                              together_template_sha256)
 
 FOLDER = "together"
 SCORES_DIR = "scores"
@@ -183,18 +191,32 @@ def ask_pass(judge: Judge, settings: JudgeConfig, job: Pass, prompt: str, item_i
 # -- freshness: the manifest --------------------------------------------------------------------
 
 def together_key(settings: JudgeConfig, contenders: list[Contender]) -> dict:
-    """Everything the outputs depend on, short of the judge's digest (known only after asking
-    the server, as for the judge stage's manifest)."""
+    """The settings and responses the outputs depend on (the judge's identity is apart:
+    together_identity)."""
     return {"judge": {key: getattr(settings, key) for key in JUDGE_KEYS},
             "responses": {c.label: sha256_file(c.path) for c in contenders}}
+
+
+def together_rules(settings: JudgeConfig) -> dict:
+    """The code that decides the scores: a hash of the together prompt's text, the parsing
+    rule's version."""
+    return {"prompt_template": together_template_sha256(settings.template),
+            "parse_rule": prompts.PARSE_RULE_VERSION}
+
+
+def together_identity(settings: JudgeConfig) -> dict:
+    """The judge's identity now, as the manifest records it: the served model's digest (one
+    request to the server; Unchecked when it cannot tell) and together_rules."""
+    return {"digest": served_digest(settings), **together_rules(settings)}
 
 
 def output_names(contenders: list[Contender]) -> list[str]:
     return ([f"{SCORES_DIR}/{c.label}.jsonl" for c in contenders] + [ITEMS, SUMMARY])
 
 
-def freshness(out: Path, key: dict, names: list[str]) -> tuple[str, str]:
-    """("done" | "stale" | "missing", why), from out/manifest.json, by content."""
+def freshness(out: Path, key: dict, names: list[str], identity: dict) -> tuple[str, str]:
+    """("done" | "stale" | "missing", why), from out/manifest.json, by content; `identity` is
+    together_identity's, compared last as the judge stage's is (pipeline.identity_changes)."""
     path = out / MANIFEST
     if not path.exists():
         return "missing", "never judged together"
@@ -215,7 +237,11 @@ def freshness(out: Path, key: dict, names: list[str]) -> tuple[str, str]:
             return "stale", f"output {name} is missing"
         if sha256_file(out / name) != recorded[name]:
             return "stale", f"output {name} was changed by hand"
-    return "done", f"judged {manifest.get('finished', '?')}"
+    changed, unchecked = identity_changes(manifest.get("identity", {}), identity)
+    if changed:
+        return "stale", ", ".join(changed)
+    return "done", f"judged {manifest.get('finished', '?')}" + "".join(
+        f"; {phrase}" for phrase in unchecked)
 
 
 # -- the records ---------------------------------------------------------------------------------
@@ -302,7 +328,7 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
     contenders = load_contenders(results, runs)
     key = together_key(settings, contenders)
     names = output_names(contenders)
-    state, reason = freshness(out, key, names)
+    state, reason = freshness(out, key, names, together_identity(settings))
     if state == "done":
         print(f"together: up to date ({reason})")
         return json.loads((out / SUMMARY).read_text(encoding="utf-8"))
@@ -317,8 +343,9 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
         # not vouch for them.
         (out / MANIFEST).unlink(missing_ok=True)
         # A partial record counts only if made from the same responses, by the same judge
-        # model, with the same settings.
-        run_key = sha256_json({"key": key, "judge": asdict(identity)})
+        # model, with the same settings, prompt text and parsing rule.
+        rules = together_rules(settings)
+        run_key = sha256_json({"key": key, "judge": asdict(identity), "rules": rules})
         done = resume(out / PARTIAL, run_key, total=len(passes), name="together")
         for job in passes:
             if job.key not in done and not job.order:
@@ -374,6 +401,7 @@ def judge_together(config: RunConfig, results: str | Path, runs: list[str], out:
     else:
         write_json(out / MANIFEST, {
             "key": key, "key_hash": sha256_json(key), "judge": asdict(identity),
+            "identity": {"digest": identity.digest, **rules},
             "outputs": {name: sha256_file(out / name) for name in names},
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     return summary

@@ -160,7 +160,9 @@ def test_evaluate_fine_tunes_each_base_and_compares_them(run_env, gpt2_tokenizer
         assert again.count("finetune: up to date") == 2
         assert again.count("generate: up to date") == 2
         assert "together: up to date" in again
-        assert "running" not in again
+        assert ": running (" not in again
+        # The judge server is down: its digest could not be checked, and that is said.
+        assert "; digest not checked: judge server unreachable (cannot reach Ollama at " in again
 
         # status shows every sub-run, then the comparison.
         assert main(["status", "--config", str(config)]) == 0
@@ -172,6 +174,11 @@ def test_evaluate_fine_tunes_each_base_and_compares_them(run_env, gpt2_tokenizer
         assert lines[8] == f"comparison compare-duo in {results}/compare-duo"
         assert lines[9].split()[:2] == ["together", "done"]
         assert lines[10].split()[:2] == ["compare", "done"]
+        # With the judge server down the digest is not checked, and status says so.
+        assert main(["status", "--config", str(down), "--run", "duo"]) == 0
+        line = capsys.readouterr().out.splitlines()[9]
+        assert line.split()[:2] == ["together", "done"]
+        assert "; digest not checked: judge server unreachable (cannot reach Ollama at " in line
 
         # A plain (single-mode) compare of runs made to be judged together says what to use.
         assert main(["compare", *runs]) == 1

@@ -389,6 +389,63 @@ def test_a_rerun_asks_nothing(runs, capsys):
             passes(runs)[6]["order"]  # item 3's first pass, as in the a-b-c comparison
 
 
+def test_a_new_digest_or_prompt_text_or_parse_rule_makes_the_together_judgment_stale(
+        runs, capsys, monkeypatch):
+    import hashlib
+
+    import evalpipe.prompts
+    from evalpipe.prompts import together_template_sha256
+
+    with OllamaStandIn(together_judge) as standin:
+        assert compare(standin.url) == 0
+        manifest = json.loads((runs / OUT / "together/manifest.json").read_text())
+        old_digest = standin.models["llama3:latest"]
+        assert manifest["identity"] == {
+            "digest": old_digest, "prompt_template": together_template_sha256("book"),
+            "parse_rule": evalpipe.prompts.PARSE_RULE_VERSION}
+        asked = len(standin.requests)
+
+        # `ollama pull llama3` brought new weights: everything is asked again.
+        new_digest = hashlib.sha256(b"llama3 pulled again").hexdigest()
+        standin.models["llama3:latest"] = new_digest
+        capsys.readouterr()
+        assert compare(standin.url) == 0
+        assert (f"together: running (digest changed: {old_digest[:12]} -> {new_digest[:12]})\n"
+                in capsys.readouterr().out)
+        assert len(standin.requests) == asked + 9
+        assert compare(standin.url) == 0
+        assert capsys.readouterr().out.startswith("together: up to date (judged ")
+
+        # Another prompt text: new prompts, asked anew.
+        old = together_template_sha256("book")
+        monkeypatch.setattr(evalpipe.prompts, "TOGETHER_INTRO",
+                            evalpipe.prompts.TOGETHER_INTRO + " Be fair.")
+        new = together_template_sha256("book")
+        assert compare(standin.url) == 0
+        assert (f"together: running (prompt_template changed: {old[:12]} -> {new[:12]})\n"
+                in capsys.readouterr().out)
+        assert len(standin.requests) == asked + 18
+        assert prompt_of(standin.requests[-1]).startswith("You are grading ")
+        assert " Be fair.\n" in prompt_of(standin.requests[-1])
+
+        # A new parsing rule: stale, and the cached replies are read again, nothing is asked.
+        version = evalpipe.prompts.PARSE_RULE_VERSION
+        monkeypatch.setattr(evalpipe.prompts, "PARSE_RULE_VERSION", version + 1)
+        assert compare(standin.url) == 0
+        out = capsys.readouterr().out
+        assert f"together: running (parse_rule changed: {version} -> {version + 1})\n" in out
+        assert "; 9 requests, 9 from the judgment cache\n" in out
+        assert len(standin.requests) == asked + 18
+        url = standin.url
+
+    # The server is down: the digest is not checked, the judgment is kept.
+    assert compare(url) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("together: up to date (judged ")
+    assert (f"; digest not checked: judge server unreachable (cannot reach Ollama at {url}: is "
+            "it running? start it with 'ollama serve'))\n") in out
+
+
 def test_errors_are_asked_again_on_the_next_run(runs, capsys):
     def broken_on_item_91(body):
         if together_entries(body) is not None and reference_item(body) == 91:
