@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--allow-partial", action="store_true",
                              help="accept --from files that miss some test records")
     commands.add_parser("evaluate", parents=[common], help="run every stage that is not up to date")
-    commands.add_parser("status", parents=[common], help="each stage: done, stale or missing")
+    commands.add_parser("status", parents=[common],
+                        help="each stage: done, stale, missing or incomplete")
     clean = commands.add_parser("clean", parents=[common], help="delete a stage's outputs")
     clean.add_argument("stage", choices=[*STAGE_NAMES, "all"])
     compare = commands.add_parser(

@@ -8,7 +8,7 @@ in exactly one state, none is dropped:
   unparseable  the reply held no valid score; the raw reply is kept
   error        the request failed for good (after retries on transient errors); message kept
 
-Three things make the scores cheap to redo and safe to interrupt:
+What keeps the scores cheap to redo, safe to interrupt and never quietly stale:
 - the judgment cache (SQLite, shared by every run under results/): the raw reply to a request,
   keyed by the SHA-256 of backend, model digest, rendered prompt, options and schema. Same
   settings, same model: the judge is not asked again. Replies are parsed on every run, so a new
@@ -16,6 +16,9 @@ Three things make the scores cheap to redo and safe to interrupt:
 - judge/scores.partial.jsonl: each finished record is appended and flushed at once, tagged
   with a run key, so Ctrl-C or a crash loses no finished judgment and a rerun only asks for
   what is missing. Records in state `error` are not finished: a rerun asks again.
+- the stage's manifest (evalpipe/pipeline.py, the hooks `identity` and `incomplete`): the
+  stage is stale when the served model's digest, the prompt text or the parsing rule's version
+  changed, and incomplete while judgments ended in error, so the next run asks for them.
 - canaries: a few known answers (the reference output as the response: should score high;
   an empty-looking reply such as 'N/A': should score near 0), judged exactly like the items and
   reported apart, to flag a judge that is not reading.

@@ -204,7 +204,8 @@ class Pipeline:
     # -- decisions ---------------------------------------------------------------------------
 
     def own_status(self, stage: Stage) -> Status:
-        """Done, stale or missing, judged from this stage's manifest alone."""
+        """Done, stale, missing or incomplete, judged from this stage's manifest alone (and its
+        identity hook)."""
         manifest = read_manifest(self.paths, stage.name)
         if manifest is None:
             return Status(stage.name, "missing", "never run")
