@@ -108,9 +108,8 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     write_text(out / "report.html", report.render_html(summary, items, canaries, images))
 
     if summary["judge_incomplete"]:
-        it = "it" if summary["judge_incomplete"].endswith(" 1 error") else "them"
-        print(f"aggregate: {summary['judge_incomplete']}; the numbers leave {it} out; "
-              f"'evalpipe judge' asks for {it} again")
+        print(f"aggregate: {summary['judge_incomplete']}: the judgments in error are left out of "
+              "the numbers; 'evalpipe judge' asks for them again")
     score = summary["score"]
     if score["mean"] is None:
         print(f"aggregate: {summary['items']} items, {NO_SCORED_ITEMS}; see {out / 'report.html'}")

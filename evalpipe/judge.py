@@ -97,7 +97,7 @@ def identity(config: RunConfig, paths: RunPaths) -> dict:
 def rules(settings: JudgeConfig) -> dict:
     """The code that decides the scores: a hash of the prompt text, the parsing rule's version."""
     return {"prompt_template": template_sha256(settings.template, settings.structured),
-            "parse_rule": prompts.PARSE_RULE_VERSION}  # read now: tests bump it
+            "parse_rule": prompts.PARSE_RULE_VERSION}
 
 
 IDENTITY_TIMEOUT = 10.0  # seconds: `status` asks the judge server for its digest

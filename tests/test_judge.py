@@ -642,8 +642,8 @@ def test_items_in_error_leave_the_judge_incomplete_until_they_are_answered(run, 
         assert run("aggregate", standin.url) == 0
         out = capsys.readouterr().out
         assert "judge: running (incomplete: 1 error)" in out
-        assert ("aggregate: judge incomplete: 1 error; the numbers leave it out; 'evalpipe "
-                "judge' asks for it again\n") in out
+        assert ("aggregate: judge incomplete: 1 error: the judgments in error are left out of "
+                "the numbers; 'evalpipe judge' asks for them again\n") in out
         summary = json.loads((run.root / "aggregate/summary.json").read_text())
         assert summary["judge_incomplete"] == "judge incomplete: 1 error"
         assert "**judge incomplete: 1 error**" in (run.root / "aggregate/summary.md").read_text()
