@@ -503,7 +503,7 @@ def test_changing_only_judge_settings_reruns_only_the_judge(run, capsys):
     assert status["judge"] == "incomplete"  # item 89 ended in error
 
 
-def test_an_openai_compatible_server(run):
+def test_an_openai_compatible_server(run, capsys):
     settings = ("judge.backend=openai", "judge.model=judge-8b", "judge.api_key=sk-test",
                 "judge.canaries=false")
     # `created` moves on every GET /v1/models, as with vLLM and llama-server.
@@ -515,6 +515,8 @@ def test_an_openai_compatible_server(run):
         # The same judge model: a rerun finds every finished judgment in the cache.
         assert run("judge", standin.url, *settings, force=True) == 0
         assert asked(standin, before) == [BROKEN, BROKEN]
+        # ... and the stage cache sees the same digest: incomplete (item 89), not stale.
+        assert status_of(run, capsys, standin.url, *settings)["judge"] == "incomplete 1 error"
     assert {(b["seed"], b["temperature"]) for b in standin.requests} == {(123, 0)}
     assert {i: r["state"] for i, r in first.items()} == STATES
     assert first[91]["score"] == 100
