@@ -376,6 +376,18 @@ def test_a_host_that_fails_is_left_out_and_tried_again_later():
     assert (len(first.requests), len(second.requests)) == (2, 6)
 
 
+def test_a_host_that_hangs_costs_one_timeout_not_one_per_request():
+    hung_reply = lambda body: StandInFailure(200, "late", delay=5.0)  # noqa: E731
+    with OllamaStandIn(hung_reply) as hung, OllamaStandIn() as good:
+        backend = make_backend(judge_config("ollama", hosts=[hung.url, good.url],
+                                            timeout=0.3))
+        backend.preflight()
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(4)] == \
+            [EXPECTED_SCORE] * 4
+        backend.close()
+    assert (len(hung.requests), len(good.requests)) == (1, 4)
+
+
 def test_a_host_back_with_other_weights_is_not_asked_again(capsys):
     with OllamaStandIn() as first, OllamaStandIn() as second:
         backend = make_backend(judge_config("ollama", hosts=[first.url, second.url]))
