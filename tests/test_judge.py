@@ -663,6 +663,20 @@ def test_cached_replies_that_cannot_be_checked_are_asked_again(run):
         85: False, 87: False, 88: True, 89: False, 90: True, 91: True, 94: True}
 
 
+def test_the_truncation_rule():
+    from evalpipe.judge import truncation
+
+    prompt = "one two three four"
+    assert truncation(prompt, Reply("85", None, 2048)) is None  # no count: nothing to check
+    assert truncation(prompt, Reply("85", 4, 2048)) is None
+    assert truncation(prompt, Reply("85", 3, None)) == (
+        "prompt truncated: the judge read 3 tokens of a prompt of 4 words (num_ctx not sent)")
+    assert truncation(prompt, Reply("85", 8, 8)) == (
+        "prompt truncated: the judge read 8 tokens, its whole context (num_ctx 8), leaving no "
+        "room for the reply")
+    assert truncation(prompt, Reply("85", 7, 8)) is None
+
+
 def test_a_cache_from_before_gets_the_new_columns(tmp_path):
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
