@@ -189,7 +189,7 @@ def sized_options(judge: "Judge", prompt: str, options: dict, what: str) -> dict
         reply_size = REPLY_TOKENS
     needed = prompt_size + reply_size
     num_ctx = int(options.get("num_ctx") or OLLAMA_DEFAULT_NUM_CTX)
-    if needed <= num_ctx:
+    if needed <= min(num_ctx, limit):  # Ollama caps num_ctx at the model's context length
         return options
     if needed > limit:
         raise EvalpipeError(

@@ -25,6 +25,7 @@ from standins import (DEFAULT_OLLAMA_MODELS, OllamaStandIn, OpenAIStandIn, Stand
 
 from evalpipe.backends import JudgeIdentity, Reply
 from evalpipe.cli import main
+from evalpipe.errors import EvalpipeError
 from evalpipe.io import DataError, read_jsonl, read_partial_jsonl
 from evalpipe.judge import JudgmentCache, read_responses
 
@@ -675,6 +676,29 @@ def test_the_truncation_rule():
         "prompt truncated: the judge read 8 tokens, its whole context (num_ctx 8), leaving no "
         "room for the reply")
     assert truncation(prompt, Reply("85", 7, 8)) is None
+
+
+def test_num_ctx_is_doubled_up_to_the_model_context_and_no_further():
+    from types import SimpleNamespace
+
+    from evalpipe.judge import estimate_tokens, sized_options
+
+    judge = SimpleNamespace(backend=SimpleNamespace(max_context=8192),
+                            identity=JudgeIdentity("ollama", "llama3:latest", "d"))
+    prompt = "x" * 3 * (4000 - 32)  # estimated at 4000 tokens, + 512 for the reply
+    assert estimate_tokens(prompt) == 4000
+    assert sized_options(judge, prompt, {"num_ctx": 2048}, "item 1") == {"num_ctx": 8192}
+    assert sized_options(judge, prompt, {"num_ctx": 2048, "num_predict": 96}, "item 1") == {
+        "num_ctx": 4096, "num_predict": 96}  # 4000 + 96 fit in 4096
+    assert sized_options(judge, prompt[:6000], {}, "item 1") == {"num_ctx": 4096}
+    # A num_ctx above the model's is capped by Ollama: what counts is the model's.
+    assert sized_options(judge, prompt, {"num_ctx": 16384}, "item 1") == {"num_ctx": 16384}
+    with pytest.raises(EvalpipeError) as caught:
+        sized_options(judge, prompt * 2, {"num_ctx": 16384}, "item 1")
+    assert str(caught.value).startswith("judge: item 1: the prompt needs a context of about "
+                                        "8480 tokens (7968 for the prompt")
+    judge.backend.max_context = None  # OpenAI-style: the server's context, sent as it is
+    assert sized_options(judge, prompt * 2, {"num_ctx": 2048}, "item 1") == {"num_ctx": 2048}
 
 
 def test_a_cache_from_before_gets_the_new_columns(tmp_path):
