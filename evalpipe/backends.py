@@ -189,11 +189,12 @@ class HostPool:
     """Several servers of one backend, safe to call from many threads.
 
     Each request goes to the least busy server that is up (fewest requests in flight; among
-    equals, the one picked longest ago). A server that cannot be reached (connection refused or dropped, timeout:
-    UnreachableJudgeError) is down for `retry_after` seconds and the request goes at once to
-    another server; only when every server has failed it does the error reach the judge stage
-    (which retries with backoff). Other errors (an HTTP 5xx for this request) go to the judge
-    stage as they are: its retry goes to whichever server is least busy then. After `retry_after` a down server is preflighted again and rejoins only if it
+    equals, the one picked longest ago). A server that cannot be reached (connection refused
+    or dropped, timeout: UnreachableJudgeError) is down for `retry_after` seconds and the
+    request goes at once to another server; only when every server has failed does the error
+    reach the judge stage (which retries with backoff). Other errors (an HTTP 5xx for this
+    request) go to the judge stage as they are: its retry goes to whichever server is least
+    busy then. After `retry_after` a down server is preflighted again and rejoins only if it
     still serves the same weights. Servers unreachable at preflight start out down.
     """
 

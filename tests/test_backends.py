@@ -36,6 +36,7 @@ from standins import (
     StandInFailure,
     book_judge,
     prompt_of,
+    prompt_tokens,
     unused_url,
 )
 
@@ -209,8 +210,11 @@ def test_ollama_ask_returns_the_reply_and_sends_the_options():
     with OllamaStandIn(stream_ok=False) as server:
         backend = make_backend(judge_config("ollama", server.url))
         backend.preflight()
-        assert backend.ask(JudgeRequest(PROMPT, options=dict(BOOK_OPTIONS))).text == EXPECTED_SCORE
+        reply = backend.ask(JudgeRequest(PROMPT, options=dict(BOOK_OPTIONS)))
     (body,) = server.requests
+    # prompt_eval_count, and the num_ctx sent: what the truncation check reads.
+    assert reply == Reply(EXPECTED_SCORE, prompt_tokens(body), 2048)
+    assert backend.max_context == 8192  # /api/show: model_info's llama.context_length
     assert body["model"] == "llama3"
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
     assert body["options"] == {"seed": 123, "temperature": 0, "num_ctx": 2048}
@@ -502,8 +506,10 @@ def test_openai_ask_maps_the_options():
         backend = make_backend(judge_config("openai", server.url))
         options = {"seed": 123, "temperature": 0, "num_ctx": 2048, "num_predict": 16,
                    "top_k": 40}
-        assert backend.ask(JudgeRequest(PROMPT, options=options)).text == EXPECTED_SCORE
+        reply = backend.ask(JudgeRequest(PROMPT, options=options))
     (body,) = server.requests
+    # usage.prompt_tokens; the context is the server's own (num_ctx is not sent).
+    assert reply == Reply(EXPECTED_SCORE, prompt_tokens(body), None)
     assert body["model"] == "gpt-4o-mini"
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
     assert {k: body[k] for k in ("seed", "temperature", "max_tokens")} == {
