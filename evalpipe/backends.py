@@ -1,7 +1,9 @@
 """The thing that asks a judge model: one client per backend, all with the same small interface.
 
 The judge stage (`evalpipe/judge.py`) decides what to ask and how to score the answer; a
-backend only sends one chat prompt and returns the reply text. Backends:
+backend only sends one chat prompt and returns a `Reply`: the text, and how many prompt tokens
+the server says the model read (Ollama's prompt_eval_count, OpenAI's usage.prompt_tokens), so
+that the judge stage can tell a prompt the server cut short (docs/judge.md). Backends:
   ollama    the official `ollama` client (host from judge.host / OLLAMA_HOST)
   openai    the official `openai` client, any OpenAI-compatible chat-completions server
   llamacpp  a GGUF file run in-process through `xllamacpp` (optional extra)
@@ -12,9 +14,12 @@ Errors are sorted in two kinds so that the judge stage knows whether to retry:
 Both carry one line that names the URL or file. Backends never retry themselves (the openai
 client is built with max_retries=0): retrying is the judge stage's job, with its own count.
 
-Several servers of one backend (judge.hosts) are asked in turn, round-robin; preflight checks
-every one of them and insists that they all serve the same weights (same digest), because
-scores from two different models must not be mixed in one run.
+Several servers of one backend (judge.hosts) form a `HostPool`: each request goes to the
+least busy server that is up; a server that fails (connection, timeout, 5xx) is left out for
+a while, its requests go to the others, and it is checked again (preflight, same digest)
+before it gets new ones. Preflight goes on with the servers that answer (and says which do
+not) and insists that they all serve the same weights (same digest), because scores from two
+different models must not be mixed in one run.
 
 Request options (judge.options) are Ollama's names; each backend passes what it understands:
   ollama    all options as given, inside "options" (max_tokens is renamed num_predict)
@@ -26,10 +31,11 @@ Request options (judge.options) are Ollama's names; each backend passes what it 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import sys
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +51,11 @@ class JudgeError(EvalpipeError):
 
 class TransientJudgeError(JudgeError):
     """A judge request that may succeed if tried again (connection, timeout, 5xx)."""
+
+
+class UnreachableJudgeError(TransientJudgeError):
+    """No server answered at the address (connection refused or dropped, timeout): with
+    several hosts, the others carry on."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +75,28 @@ class JudgeRequest:
     schema: dict[str, Any] | None = None  # JSON schema the reply must follow, or None
 
 
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int | None  # prompt tokens the model read, as the server reports them
+    # (Ollama: prompt_eval_count; OpenAI-style: usage.prompt_tokens); None: not reported
+    context: int | None = None  # the context the request ran in when known (Ollama: the
+    # num_ctx sent; llamacpp: n_ctx); None for OpenAI-style servers, which do not say
+
+
 class JudgeBackend(Protocol):
+    # The largest context (num_ctx) a request may use, known after preflight: Ollama, the
+    # model's context length (/api/show), so a request may raise num_ctx up to it; llamacpp,
+    # the n_ctx it was loaded with; None when unknown (OpenAI-style servers fix it themselves).
+    max_context: int | None
+
     def preflight(self) -> JudgeIdentity:
         """Check the server answers and knows the model, before the first item; raise
         JudgeError with one line saying what to run (`ollama serve`, `ollama pull llama3`,
         the URL tried) otherwise."""
 
-    def ask(self, request: JudgeRequest) -> str:
-        """Send one prompt and return the reply's text. Raises TransientJudgeError or
-        JudgeError."""
+    def ask(self, request: JudgeRequest) -> Reply:
+        """Send one prompt and return the reply. Raises TransientJudgeError or JudgeError."""
 
     def close(self) -> None:
         """Release connections or the loaded model."""
@@ -158,34 +182,129 @@ def make_backend(judge_config) -> JudgeBackend:
     else:
         raise JudgeError(f"judge.backend: unknown backend {name!r} "
                          "(known: 'ollama', 'openai', 'llamacpp')")
-    return backends[0] if len(backends) == 1 else RoundRobinBackend(backends)
+    return backends[0] if len(backends) == 1 else HostPool(backends)
 
 
-class RoundRobinBackend:
-    """Several servers of one backend, asked in turn; safe to call from many threads."""
+class HostPool:
+    """Several servers of one backend, safe to call from many threads.
 
-    def __init__(self, backends: list):
+    Each request goes to the least busy server that is up (fewest requests in flight; among
+    equals, the one picked longest ago). A server that cannot be reached (connection refused
+    or dropped, timeout: UnreachableJudgeError) is down for `retry_after` seconds and the
+    request goes at once to another server; only when every server has failed does the error
+    reach the judge stage (which retries with backoff). Other errors (an HTTP 5xx for this
+    request) go to the judge stage as they are: its retry goes to whichever server is least
+    busy then. After `retry_after` a down server is preflighted again and rejoins only if it
+    still serves the same weights. Servers unreachable at preflight start out down.
+    """
+
+    RETRY_AFTER = 30.0  # seconds a failed server is left alone
+
+    def __init__(self, backends: list, *, retry_after: float | None = None):
         if not backends:
             raise JudgeError("judge.hosts: no servers given")
         self.backends = list(backends)
-        self._turns = itertools.cycle(self.backends)
+        self.retry_after = self.RETRY_AFTER if retry_after is None else retry_after
+        self.identity: JudgeIdentity | None = None
+        self.max_context: int | None = None
         self._lock = threading.Lock()
+        self._in_flight = {id(b): 0 for b in self.backends}
+        self._last_turn = {id(b): 0 for b in self.backends}  # when it was last picked
+        self._turns = 0
+        self._down_until: dict[int, float] = {}  # server -> time it may be tried again
+        self._refused: set[int] = set()  # came back with other weights: never again
 
     def preflight(self) -> JudgeIdentity:
-        identities = [(backend, backend.preflight()) for backend in self.backends]
-        first_backend, first = identities[0]
-        for backend, identity in identities[1:]:
+        reachable, unreachable = [], []
+        for backend in self.backends:
+            try:
+                reachable.append((backend, backend.preflight()))
+            except UnreachableJudgeError as err:
+                unreachable.append((backend, err))
+        if not reachable:
+            raise unreachable[0][1] if len(unreachable) == 1 else JudgeError(
+                "cannot reach any judge host: "
+                + ", ".join(backend.url for backend, _ in unreachable))
+        first_backend, first = reachable[0]
+        for backend, identity in reachable[1:]:
             if identity != first:
                 raise JudgeError(
                     f"judge hosts serve different models: {first_backend.url} has "
                     f"{first.model} ({first.digest}), {backend.url} has "
                     f"{identity.model} ({identity.digest}); give servers with the same weights")
+        if unreachable:
+            print(f"judge: going on with {len(reachable)} of {len(self.backends)} hosts; "
+                  "not reachable (tried again later): "
+                  + ", ".join(backend.url for backend, _ in unreachable), file=sys.stderr)
+            later = time.monotonic() + self.retry_after
+            for backend, _ in unreachable:
+                self._down_until[id(backend)] = later
+        self.identity = first
+        self.max_context = first_backend.max_context
         return first
 
-    def ask(self, request: JudgeRequest) -> str:
+    def _pick(self, tried: set[int]):
+        """(server, returning): the least busy server not yet tried for this request that
+        is up or whose time out is over (returning: it must be checked first); when every
+        server is down and none was tried yet, the one due back first. (None, False) when
+        there is none."""
+        now = time.monotonic()
         with self._lock:
-            backend = next(self._turns)
-        return backend.ask(request)
+            usable = [b for b in self.backends if id(b) not in tried
+                      and id(b) not in self._refused]
+            candidates = [b for b in usable if self._down_until.get(id(b), 0.0) <= now]
+            if not candidates and usable and not tried:
+                # Every server is down: the judge stage's retry tries the one back first.
+                candidates = [min(usable, key=lambda b: self._down_until[id(b)])]
+            if not candidates:
+                return None, False
+            backend = min(candidates,
+                          key=lambda b: (self._in_flight[id(b)], self._last_turn[id(b)]))
+            returning = id(backend) in self._down_until
+            if returning:  # nobody else checks it meanwhile
+                self._down_until[id(backend)] = now + self.retry_after
+            self._in_flight[id(backend)] += 1
+            self._turns += 1
+            self._last_turn[id(backend)] = self._turns
+            return backend, returning
+
+    def _rejoins(self, backend) -> bool:
+        """A server back from a failure serves again only with the weights of the run."""
+        try:
+            identity = backend.preflight()
+        except JudgeError:
+            return False
+        if identity != self.identity:
+            with self._lock:
+                self._refused.add(id(backend))
+            print(f"judge: host {backend.url} now serves {identity.model} ({identity.digest}), "
+                  f"not {self.identity.model} ({self.identity.digest}): no longer asked",
+                  file=sys.stderr)
+            return False
+        with self._lock:
+            self._down_until.pop(id(backend), None)
+        return True
+
+    def ask(self, request: JudgeRequest) -> Reply:
+        tried: set[int] = set()
+        last_error: UnreachableJudgeError | None = None
+        while True:
+            backend, returning = self._pick(tried)
+            if backend is None:
+                raise last_error or UnreachableJudgeError(
+                    "no judge host is up: " + ", ".join(b.url for b in self.backends))
+            tried.add(id(backend))
+            try:
+                if returning and not self._rejoins(backend):
+                    continue
+                return backend.ask(request)
+            except UnreachableJudgeError as err:
+                last_error = err
+                with self._lock:
+                    self._down_until[id(backend)] = time.monotonic() + self.retry_after
+            finally:
+                with self._lock:
+                    self._in_flight[id(backend)] -= 1
 
     def close(self) -> None:
         for backend in self.backends:
@@ -224,10 +343,11 @@ class OllamaBackend:
         self.model = model
         self.timeout = timeout
         self.client = ollama.Client(host=url, timeout=timeout)
+        self.max_context: int | None = None
 
-    def _unreachable(self) -> JudgeError:
-        return JudgeError(f"cannot reach Ollama at {self.url}: is it running? "
-                          "start it with 'ollama serve'")
+    def _unreachable(self) -> UnreachableJudgeError:
+        return UnreachableJudgeError(f"cannot reach Ollama at {self.url}: is it running? "
+                                     "start it with 'ollama serve'")
 
     def preflight(self) -> JudgeIdentity:
         import httpx
@@ -249,11 +369,31 @@ class OllamaBackend:
                 if not entry.digest:
                     raise JudgeError(f"Ollama at {self.url} lists model '{name}' "
                                      "without a digest")
+                self.max_context = self._context_length(name)
                 return JudgeIdentity(backend="ollama", model=name, digest=entry.digest)
         raise JudgeError(f"Ollama at {self.url} has no model '{self.model}': "
                          f"run 'ollama pull {self.model}'")
 
-    def ask(self, request: JudgeRequest) -> str:
+    def _context_length(self, name: str) -> int | None:
+        """The model's context length from POST /api/show: model_info's
+        "<architecture>.context_length"; None when the server does not say."""
+        import httpx
+        import ollama
+
+        try:
+            info = self.client.show(name).modelinfo or {}
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
+        except ollama.ResponseError as err:
+            raise JudgeError(f"Ollama at {self.url} answered HTTP {err.status_code} to "
+                             f"/api/show: {_one_line(err.error)}") from None
+        except (ValueError, TypeError):
+            return None
+        lengths = [value for key, value in info.items()
+                   if key.endswith(".context_length") and isinstance(value, int)]
+        return lengths[0] if lengths else None
+
+    def ask(self, request: JudgeRequest) -> Reply:
         import httpx
         import ollama
 
@@ -270,13 +410,13 @@ class OllamaBackend:
                 stream=False,
             )
         except httpx.TimeoutException:
-            raise TransientJudgeError(f"Ollama at {self.url} did not answer within "
-                                      f"{self.timeout:g} s") from None
+            raise UnreachableJudgeError(f"Ollama at {self.url} did not answer within "
+                                        f"{self.timeout:g} s") from None
         except ConnectionError:  # what the ollama client makes of a refused connection
-            raise TransientJudgeError(str(self._unreachable())) from None
+            raise self._unreachable() from None
         except httpx.TransportError as err:  # reset, dropped, a protocol error
-            raise TransientJudgeError(f"the connection to Ollama at {self.url} failed: "
-                                      f"{type(err).__name__}: {_one_line(err)}") from None
+            raise UnreachableJudgeError(f"the connection to Ollama at {self.url} failed: "
+                                        f"{type(err).__name__}: {_one_line(err)}") from None
         except ollama.ResponseError as err:
             message = _one_line(err.error)
             if err.status_code >= 500 or err.status_code == 429:  # 429: queue full
@@ -294,7 +434,9 @@ class OllamaBackend:
         if not text:
             raise JudgeError(f"Ollama at {self.url} gave a reply with no text "
                              f"(done_reason: {response.done_reason})")
-        return text
+        num_ctx = options.get("num_ctx")
+        return Reply(text, response.prompt_eval_count,
+                     int(num_ctx) if num_ctx is not None else None)
 
     def close(self) -> None:
         self.client.close()
@@ -342,6 +484,7 @@ class OpenAIBackend:
             timeout=timeout,
             max_retries=0,  # the judge stage retries, with its own count
         )
+        self.max_context: int | None = None  # the server's own setting, not sent
 
     def _status_error(self, err, action: str) -> JudgeError:
         import openai
@@ -364,8 +507,8 @@ class OpenAIBackend:
         try:
             models = list(self.client.models.list())
         except openai.APIConnectionError as err:
-            raise JudgeError(f"cannot reach the OpenAI-compatible server at {self.url}: "
-                             f"{_one_line(err.__cause__ or err)}") from None
+            raise UnreachableJudgeError(f"cannot reach the OpenAI-compatible server at "
+                                        f"{self.url}: {_one_line(err.__cause__ or err)}") from None
         except openai.APIStatusError as err:
             raise JudgeError(str(self._status_error(err, "GET /models"))) from None
         except (openai.OpenAIError, ValueError, TypeError, AttributeError) as err:
@@ -379,7 +522,7 @@ class OpenAIBackend:
         raise JudgeError(f"the server at {self.url} has no model '{self.model}' "
                          f"(it has: {known})")
 
-    def ask(self, request: JudgeRequest) -> str:
+    def ask(self, request: JudgeRequest) -> Reply:
         import openai
 
         try:
@@ -389,11 +532,11 @@ class OpenAIBackend:
                 **chat_extras(request.options, OPENAI_OPTION_NAMES, request.schema),
             )
         except openai.APITimeoutError:
-            raise TransientJudgeError(f"the server at {self.url} did not answer within "
-                                      f"{self.timeout:g} s") from None
+            raise UnreachableJudgeError(f"the server at {self.url} did not answer within "
+                                        f"{self.timeout:g} s") from None
         except openai.APIConnectionError as err:
-            raise TransientJudgeError(f"cannot reach the OpenAI-compatible server at "
-                                      f"{self.url}: {_one_line(err.__cause__ or err)}") from None
+            raise UnreachableJudgeError(f"cannot reach the OpenAI-compatible server at "
+                                        f"{self.url}: {_one_line(err.__cause__ or err)}") from None
         except openai.APIStatusError as err:
             raise self._status_error(err, "POST /chat/completions") from None
         except (openai.OpenAIError, ValueError, TypeError) as err:
@@ -409,7 +552,8 @@ class OpenAIBackend:
             why = f"refusal: {_one_line(refusal)}" if refusal else \
                 f"finish_reason: {choices[0].finish_reason}"
             raise JudgeError(f"the server at {self.url} gave a reply with no text ({why})")
-        return message.content
+        usage = getattr(completion, "usage", None)
+        return Reply(message.content, getattr(usage, "prompt_tokens", None))
 
     def close(self) -> None:
         self.client.close()
@@ -445,6 +589,7 @@ class LlamaCppBackend:
             raise JudgeError(f"judge.model: GGUF file not found: {self.path}")
         load_options = options or {}  # the per-request ones are read again in ask()
         self.n_ctx = int(load_options.get("num_ctx") or LLAMACPP_DEFAULT_N_CTX)
+        self.max_context: int | None = self.n_ctx  # fixed when the model is loaded
         self.n_threads = int(load_options.get("num_thread") or -1)  # -1: llama.cpp decides
         self._server = None
         self._closed = False
@@ -479,7 +624,7 @@ class LlamaCppBackend:
         return JudgeIdentity(backend="llamacpp", model=self.path.name,
                              digest=sha256_file_remembered(self.path))
 
-    def ask(self, request: JudgeRequest) -> str:
+    def ask(self, request: JudgeRequest) -> Reply:
         body = {"messages": [{"role": "user", "content": request.prompt}], "stream": False,
                 **chat_extras(request.options, LLAMACPP_REQUEST_OPTIONS, request.schema)}
         with self._lock:
@@ -501,7 +646,10 @@ class LlamaCppBackend:
                              f"{json.dumps(reply)[:200]}") from None
         if not text:
             raise JudgeError(f"llama.cpp judge {self.path} gave a reply with no text")
-        return text
+        usage = reply.get("usage")
+        prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Reply(text, prompt_tokens if isinstance(prompt_tokens, int) else None,
+                     self.n_ctx)
 
     def close(self) -> None:
         with self._lock:

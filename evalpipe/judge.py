@@ -10,9 +10,10 @@ in exactly one state, none is dropped:
 
 What keeps the scores cheap to redo, safe to interrupt and never quietly stale:
 - the judgment cache (SQLite, shared by every run under results/): the raw reply to a request,
-  keyed by the SHA-256 of backend, model digest, rendered prompt, options and schema. Same
-  settings, same model: the judge is not asked again. Replies are parsed on every run, so a new
-  parsing rule re-reads cached replies without asking. Errors are never cached.
+  keyed by the SHA-256 of backend, model digest, rendered prompt, options and schema, with the
+  prompt token count the server reported. Same settings, same model: the judge is not asked
+  again. Replies are parsed and checked for truncation on every run, so a new rule re-reads
+  cached replies without asking. Errors and truncated replies are never cached.
 - judge/scores.partial.jsonl: each finished record is appended and flushed at once, tagged
   with a run key, so Ctrl-C or a crash loses no finished judgment and a rerun only asks for
   what is missing. Records in state `error` are not finished: a rerun asks again.
@@ -160,20 +161,34 @@ class JudgmentCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, "
                              "raw TEXT NOT NULL, backend TEXT, model TEXT, created TEXT)")
+            # What the truncation check reads (prompt_tokens, context: see backends.Reply);
+            # `checked` is 0 for replies stored before they were kept: such a reply cannot be
+            # checked, so it is asked again.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+            for column, kind in (("prompt_tokens", "INTEGER"), ("context", "INTEGER"),
+                                 ("checked", "INTEGER NOT NULL DEFAULT 0")):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE replies ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as err:
             raise EvalpipeError(f"judgment cache {self.path}: {err}; delete it or set "
                                 "judge.cache to another file") from None
 
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT raw FROM replies WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+    def get(self, key: str):
+        """The stored `backends.Reply` to the request of `key`, or None."""
+        from evalpipe.backends import Reply
 
-    def put(self, key: str, raw: str, identity) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT raw, prompt_tokens, context FROM replies "
+                                   "WHERE key = ? AND checked = 1", (key,)).fetchone()
+        return Reply(*row) if row else None
+
+    def put(self, key: str, reply, identity) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, datetime('now'))",
-                (key, raw, identity.backend, identity.model))
+                "INSERT OR REPLACE INTO replies (key, raw, backend, model, created, "
+                "prompt_tokens, context, checked) VALUES (?, ?, ?, ?, datetime('now'), ?, ?, 1)",
+                (key, reply.text, identity.backend, identity.model, reply.prompt_tokens,
+                 reply.context))
 
     def __len__(self) -> int:
         with self._lock:
@@ -188,6 +203,76 @@ def cache_path(config: RunConfig, results: Path) -> Path:
     """judge.cache, else the cache shared by every run in the results folder `results`."""
     return Path(config.judge.cache).expanduser() if config.judge.cache else (
         Path(results) / CACHE_NAME)
+
+
+# -- prompt sizes: the judge's context ----------------------------------------------------------
+#
+# The judge's tokens cannot be counted here (its tokenizer lives on the server), so two
+# estimates bound them (docs/judge.md, "Prompt sizes"). Above: English runs about 4 characters
+# to a token (OpenAI's rule of thumb; Llama 3's larger vocabulary does better), so UTF-8 bytes / 3
+# plus the chat template's tokens leaves a margin of about a third. Below: every tokenizer in
+# use (byte-level BPE, SentencePiece) splits text at whitespace before merging, so each
+# whitespace-separated word is at least one token.
+BYTES_PER_TOKEN = 3
+TEMPLATE_TOKENS = 32  # the chat template's tokens around the one user message
+REPLY_TOKENS = 512  # room kept for the reply when judge.options sets no num_predict
+OLLAMA_DEFAULT_NUM_CTX = 2048  # Ollama's context when a request sends no num_ctx
+
+
+def estimate_tokens(prompt: str) -> int:
+    """A generous estimate of the judge tokens `prompt` takes, chat template included."""
+    return -(-len(prompt.encode()) // BYTES_PER_TOKEN) + TEMPLATE_TOKENS
+
+
+def fewest_tokens(prompt: str) -> int:
+    """At least this many tokens: one per whitespace-separated word."""
+    return len(prompt.split())
+
+
+def sized_options(judge: "Judge", prompt: str, options: dict, what: str) -> dict:
+    """The options to send `prompt` with: as given when the estimated prompt and the room for
+    the reply fit in num_ctx (2048 when not set) or the backend's context cannot be known
+    (OpenAI-style servers); else num_ctx doubled until they fit, up to the model's context
+    length (Ollama). When even that is too small: EvalpipeError naming `what` (the item) and
+    the sizes, before anything is sent."""
+    limit = judge.backend.max_context
+    if limit is None:
+        return options
+    prompt_size = estimate_tokens(prompt)
+    reply_size = int(options.get("num_predict", options.get("max_tokens", REPLY_TOKENS)))
+    if reply_size < 0:  # Ollama's -1: no limit
+        reply_size = REPLY_TOKENS
+    needed = prompt_size + reply_size
+    num_ctx = int(options.get("num_ctx") or OLLAMA_DEFAULT_NUM_CTX)
+    if needed <= min(num_ctx, limit):  # Ollama caps num_ctx at the model's context length
+        return options
+    if needed > limit:
+        raise EvalpipeError(
+            f"judge: {what}: the prompt needs a context of about {needed} tokens ({prompt_size} "
+            f"for the prompt, estimated from {len(prompt.encode())} bytes, {reply_size} for the "
+            f"reply), but judge.options.num_ctx is {num_ctx} and the judge "
+            f"{judge.identity.model} takes at most {limit}")
+    while num_ctx < needed:
+        num_ctx *= 2
+    return {**options, "num_ctx": min(num_ctx, limit)}
+
+
+def truncation(prompt: str, reply) -> str | None:
+    """Why the judge did not read all of `prompt`, going by the prompt token count the server
+    reported with `reply` (a backends.Reply); None when nothing says so (or no count came).
+    Ollama cuts a prompt longer than num_ctx without a word and reports the tokens it kept:
+    num_ctx / 2 + 2 (0.6 and later) or num_ctx (older runners). So: fewer tokens than the
+    prompt has words, or the whole context, is a truncated prompt."""
+    if reply.prompt_tokens is None:
+        return None
+    words = fewest_tokens(prompt)
+    if reply.prompt_tokens < words:
+        return (f"prompt truncated: the judge read {reply.prompt_tokens} tokens of a prompt of "
+                f"{words} words (num_ctx {reply.context or 'not sent'})")
+    if reply.context is not None and reply.prompt_tokens >= reply.context:
+        return (f"prompt truncated: the judge read {reply.prompt_tokens} tokens, its whole "
+                f"context (num_ctx {reply.context}), leaving no room for the reply")
+    return None
 
 
 # -- asking: cache, backend, retries ------------------------------------------------------------
@@ -237,18 +322,19 @@ class Judge:
 
     def ask(self, prompt: str, options: dict, schema: dict | None = None) -> Answer:
         """The judge's raw reply to `prompt`: from the cache if it was asked before, else from
-        the backend, retrying transient failures with exponential backoff."""
+        the backend, retrying transient failures with exponential backoff. A reply whose
+        prompt token count says the prompt was cut (`truncation`) is an error, never cached."""
         from evalpipe.backends import JudgeError, JudgeRequest, TransientJudgeError
 
         key = cache_key(self.identity, prompt, options, schema)
-        raw = self.cache.get(key)
-        if raw is not None:
-            return Answer(raw, None, 0.0, True)
+        reply = self.cache.get(key)
+        if reply is not None and truncation(prompt, reply) is None:
+            return Answer(reply.text, None, 0.0, True)
         clock = time.monotonic()
         request = JudgeRequest(prompt=prompt, options=dict(options), schema=schema)
         for attempt in range(self.retries + 1):
             try:
-                raw = self.backend.ask(request)
+                reply = self.backend.ask(request)
                 break
             except TransientJudgeError as err:
                 if attempt == self.retries:
@@ -259,8 +345,12 @@ class Judge:
                                   round(time.monotonic() - clock, 3), False)
             except JudgeError as err:
                 return Answer(None, str(err), round(time.monotonic() - clock, 3), False)
-        self.cache.put(key, raw, self.identity)
-        return Answer(raw, None, round(time.monotonic() - clock, 3), False)
+        seconds = round(time.monotonic() - clock, 3)
+        truncated = truncation(prompt, reply)
+        if truncated is not None:  # not cached: a rerun asks again
+            return Answer(None, truncated, seconds, False)
+        self.cache.put(key, reply, self.identity)
+        return Answer(reply.text, None, seconds, False)
 
 
 def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
@@ -443,7 +533,9 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
     prompts = {job.key: render(settings.template, job.record, structured=settings.structured)
                for job in todo}
     calls = [((job.key, repeat), judge_prompt, judge, settings.template, settings.structured,
-              prompts[job.key], repeat_options(settings, repeat))
+              prompts[job.key], sized_options(judge, prompts[job.key],
+                                              repeat_options(settings, repeat),
+                                              f"item {job.key}"))
              for job in todo for repeat in range(settings.repeats)]
 
     def whole_records(answers: Iterable[tuple[tuple[str, int], Judgment]]):

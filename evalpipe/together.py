@@ -62,7 +62,8 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file, sha256_json, write_json, write_jsonl
 from evalpipe.judge import (EMPTY, Judge, Judgment, answering, base_seed, format_number,
                             is_empty, judge_fields, open_judge, prompt_hash, read_responses,
-                            resume, rounded_mean, served_digest, write_down)
+                            resume, rounded_mean, served_digest, sized_options,
+                            write_down)
 from evalpipe.pipeline import identity_changes
 from evalpipe.stats import STATES  # docs/records.md
 from evalpipe.prompts import (parse_together, render_together, together_schema,
@@ -173,10 +174,11 @@ def pass_record(job: Pass, item_id: str, **fields) -> dict:
     return record
 
 
-def ask_pass(judge: Judge, settings: JudgeConfig, job: Pass, prompt: str, item_id: str) -> dict:
+def ask_pass(judge: Judge, settings: JudgeConfig, job: Pass, prompt: str, options: dict,
+             item_id: str) -> dict:
     """Ask one pass (cache, retries: Judge.ask) and read the reply; runs in a worker thread."""
     count = len(job.order)
-    answer = judge.ask(prompt, dict(settings.options), together_schema(settings.template, count))
+    answer = judge.ask(prompt, options, together_schema(settings.template, count))
     asked = {"prompt_sha256": prompt_hash(prompt),
              "judge_seconds": answer.seconds, "cached": answer.cached}
     if answer.error is not None:
@@ -431,8 +433,13 @@ def _ask_all(judge: Judge, settings: JudgeConfig, contenders: list[Contender], t
              ids: list[str], done: dict[str, dict], partial_path: Path, run_key: str, *,
              total: int) -> None:
     """Ask every pass of `todo`, judge.concurrency at a time; each pass's record is written
-    down as soon as it is back."""
-    calls = [(job.key, ask_pass, judge, settings, job, render_pass(settings, contenders, job),
+    down as soon as it is back. k responses make long prompts: each is sized first
+    (`sized_options`: num_ctx raised as far as the model allows, else stop before asking)."""
+    prompts = {job.key: render_pass(settings, contenders, job) for job in todo}
+    calls = [(job.key, ask_pass, judge, settings, job, prompts[job.key],
+              sized_options(judge, prompts[job.key], dict(settings.options),
+                            f"item {job.index} (id {ids[job.index]}), pass {job.number}, "
+                            f"{len(job.order)} responses"),
               ids[job.index]) for job in todo]
     with answering(calls, settings.concurrency, "together", judge.stopping) as answers:
         write_down(answers, done, partial_path, run_key, total=total, name="together")

@@ -249,6 +249,30 @@ def together_judge(body: dict) -> str | StandInFailure:
 
 
 # ------------------------------------------------------------------------------------------
+# Prompt tokens, and truncation as Ollama does it
+
+CHAT_TEMPLATE_TOKENS = 5  # the stand-in chat template's tokens around the user message
+OLLAMA_DEFAULT_NUM_CTX = 2048  # the context of a request that sends no num_ctx
+
+
+def prompt_tokens(body: dict) -> int:
+    """The stand-in model's token count of a request's prompt: one token per word and per
+    punctuation mark (so never fewer than the words, as with any real tokenizer; and more
+    than evalpipe's estimate of UTF-8 bytes / 3 for text like "x. x. x."), plus the chat
+    template's."""
+    return len(re.findall(r"\w+|[^\w\s]", prompt_of(body))) + CHAT_TEMPLATE_TOKENS
+
+
+def tokens_read(tokens: int, context: int | None, cut: str) -> int:
+    """What a server that cuts silently reports as the prompt tokens read: all of them when
+    they fit in `context`; else Ollama 0.6 and later keep num_ctx / 2 + 2 (cut="half"),
+    older runners keep num_ctx (cut="whole")."""
+    if context is None or tokens <= context:
+        return tokens
+    return context // 2 + 2 if cut == "half" else context
+
+
+# ------------------------------------------------------------------------------------------
 # The HTTP machinery shared by both stand-ins
 
 
@@ -474,10 +498,15 @@ class OllamaStandIn(_StandInServer):
     /api/chat and /api/generate (non-streaming, or NDJSON when "stream" is true)."""
 
     def __init__(self, reply: Reply | None = None, *, models: dict[str, str] | None = None,
-                 stream_ok: bool = True):
+                 stream_ok: bool = True, context_length: int = 8192, cut: str = "half"):
         super().__init__(reply)
         self.models: dict[str, str] = dict(DEFAULT_OLLAMA_MODELS if models is None else models)
         self.stream_ok = stream_ok  # False: a streaming chat request gets HTTP 400
+        # The models' context length (/api/show): num_ctx is capped to it, as Ollama does. A
+        # prompt longer than the request's num_ctx (2048 when not sent) is cut silently as
+        # tokens_read says, and prompt_eval_count reports what is left.
+        self.context_length = context_length
+        self.cut = cut
 
     def _error_payload(self, status: int, message: str) -> Any:
         return {"error": message}
@@ -530,10 +559,14 @@ class OllamaStandIn(_StandInServer):
             "template": "{{ .Prompt }}",
             "details": self._tag_entry(known)["details"],
             "model_info": {"general.architecture": "llama", "general.parameter_count": 8030261248,
-                           "llama.context_length": 8192},
+                           "llama.context_length": self.context_length},
             "capabilities": ["completion"],
             "modified_at": "2024-05-20T10:00:00.000000000Z",
         })
+
+    def _prompt_eval_count(self, body: dict) -> int:
+        num_ctx = (body.get("options") or {}).get("num_ctx") or OLLAMA_DEFAULT_NUM_CTX
+        return tokens_read(prompt_tokens(body), min(num_ctx, self.context_length), self.cut)
 
     def _generate(self, handler: _Handler, path: str, body: dict) -> None:
         self._record(body)
@@ -559,7 +592,7 @@ class OllamaStandIn(_StandInServer):
             "model": requested, "created_at": _now_rfc3339(),
             "done": True, "done_reason": "stop",
             "total_duration": 1_000_000, "load_duration": 100_000,
-            "prompt_eval_count": len(prompt_of(body).split()), "prompt_eval_duration": 500_000,
+            "prompt_eval_count": self._prompt_eval_count(body), "prompt_eval_duration": 500_000,
             "eval_count": words, "eval_duration": 400_000,
         }
         if not stream:
@@ -601,14 +634,18 @@ class OpenAIStandIn(_StandInServer):
     A model object's `created` is int(clock()), the time of the request, as vLLM and
     llama.cpp's llama-server report it; `clock` (default time.time) lets a test make it
     change on every request. `owned_by` is `owner`; with `meta` (a dict) every model object
-    also carries it, as llama-server's do."""
+    also carries it, as llama-server's do. usage.prompt_tokens counts the prompt as
+    `prompt_tokens` does; with `context` set, a longer prompt is cut silently as Ollama's /v1
+    endpoint does (`tokens_read`, cut "half") and the count says what is left."""
 
     url_suffix = "/v1"
 
     def __init__(self, reply: Reply | None = None, *, models: list[str] | None = None,
                  api_key: str | None = None, owner: str = OPENAI_MODEL_OWNER,
-                 meta: dict | None = None, clock: Callable[[], float] = time.time):
+                 meta: dict | None = None, clock: Callable[[], float] = time.time,
+                 context: int | None = None):
         super().__init__(reply)
+        self.context = context
         self.models: list[str] = list(DEFAULT_OPENAI_MODELS if models is None else models)
         self.api_key = api_key
         self.owner = owner
@@ -695,7 +732,7 @@ class OpenAIStandIn(_StandInServer):
         with self._lock:
             self._completion_count += 1
             number = self._completion_count
-        prompt_tokens = len(prompt_of(body).split())
+        read = tokens_read(prompt_tokens(body), self.context, "half")
         completion_tokens = len(answer.split())
         handler.send_json(200, {
             "id": f"chatcmpl-standin{number:08d}",
@@ -708,7 +745,7 @@ class OpenAIStandIn(_StandInServer):
                 "logprobs": None,
                 "finish_reason": "stop",
             }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {"prompt_tokens": read, "completion_tokens": completion_tokens,
+                      "total_tokens": read + completion_tokens},
             "system_fingerprint": "fp_standin",
         })

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -18,7 +20,8 @@ from evalpipe.backends import (
     JudgeRequest,
     OllamaBackend,
     OpenAIBackend,
-    RoundRobinBackend,
+    HostPool,
+    Reply,
     TransientJudgeError,
     chat_extras,
     make_backend,
@@ -33,6 +36,7 @@ from standins import (
     StandInFailure,
     book_judge,
     prompt_of,
+    prompt_tokens,
     unused_url,
 )
 
@@ -160,7 +164,7 @@ def test_hosts_come_from_config_then_environment_then_default(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")
     assert make_backend(judge_config("openai")).url == "http://127.0.0.1:8080/v1"
     several = make_backend(judge_config("ollama", hosts=["a:1", "b:2"], host="c:3"))
-    assert isinstance(several, RoundRobinBackend)
+    assert isinstance(several, HostPool)
     assert [b.url for b in several.backends] == ["http://a:1", "http://b:2"]
 
 
@@ -206,8 +210,11 @@ def test_ollama_ask_returns_the_reply_and_sends_the_options():
     with OllamaStandIn(stream_ok=False) as server:
         backend = make_backend(judge_config("ollama", server.url))
         backend.preflight()
-        assert backend.ask(JudgeRequest(PROMPT, options=dict(BOOK_OPTIONS))) == EXPECTED_SCORE
+        reply = backend.ask(JudgeRequest(PROMPT, options=dict(BOOK_OPTIONS)))
     (body,) = server.requests
+    # prompt_eval_count, and the num_ctx sent: what the truncation check reads.
+    assert reply == Reply(EXPECTED_SCORE, prompt_tokens(body), 2048)
+    assert backend.max_context == 8192  # /api/show: model_info's llama.context_length
     assert body["model"] == "llama3"
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
     assert body["options"] == {"seed": 123, "temperature": 0, "num_ctx": 2048}
@@ -227,7 +234,7 @@ def test_ollama_structured_request_carries_the_schema_in_format():
         backend = make_backend(judge_config("ollama", server.url))
         reply = backend.ask(JudgeRequest(PROMPT, options=dict(BOOK_OPTIONS), schema=SCHEMA))
     assert server.requests[0]["format"] == SCHEMA
-    assert json.loads(reply)["score"] == 67
+    assert json.loads(reply.text)["score"] == 67
 
 
 def test_ollama_http_500_is_transient():
@@ -301,25 +308,104 @@ def test_ollama_empty_reply_is_a_judge_error():
 # Several hosts
 
 
-def test_several_hosts_are_asked_round_robin_from_many_threads():
+def test_several_hosts_take_turns_when_equally_busy():
     with OllamaStandIn() as first, OllamaStandIn() as second:
         backend = make_backend(judge_config("ollama", hosts=[first.url, second.url]))
         assert backend.preflight().digest == DEFAULT_OLLAMA_MODELS["llama3:latest"]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            replies = list(pool.map(lambda i: backend.ask(JudgeRequest(PROMPT)), range(8)))
+        replies = [backend.ask(JudgeRequest(PROMPT)).text for _ in range(8)]
         backend.close()
     assert replies == [EXPECTED_SCORE] * 8
     assert len(first.requests) == 4 and len(second.requests) == 4
 
 
-def test_preflight_checks_every_host():
+def test_each_request_goes_to_the_least_busy_host():
+    release = threading.Event()
+
+    def slow(body):
+        release.wait(10)
+        return book_judge(body)
+
+    with OllamaStandIn(slow) as busy, OllamaStandIn() as idle:
+        backend = make_backend(judge_config("ollama", hosts=[busy.url, idle.url]))
+        backend.preflight()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(backend.ask, JudgeRequest(PROMPT))  # first host: a tie
+            while not busy.requests:
+                time.sleep(0.01)
+            # The first host has one request in flight: the next three go to the other.
+            assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(3)] == \
+                [EXPECTED_SCORE] * 3
+            release.set()
+            assert waiting.result().text == EXPECTED_SCORE
+        backend.close()
+    assert (len(busy.requests), len(idle.requests)) == (1, 3)
+
+
+def test_preflight_goes_on_with_the_hosts_that_answer_and_says_so(capsys):
     down = unused_url()
     with OllamaStandIn() as server:
-        backend = make_backend(judge_config("ollama", hosts=[server.url, down]))
-        with pytest.raises(JudgeError) as caught:
-            backend.preflight()
-    assert str(caught.value) == (
-        f"cannot reach Ollama at {down}: is it running? start it with 'ollama serve'")
+        backend = make_backend(judge_config("ollama", hosts=[down, server.url]))
+        assert backend.preflight().digest == DEFAULT_OLLAMA_MODELS["llama3:latest"]
+        assert capsys.readouterr().err == (
+            f"judge: going on with 1 of 2 hosts; not reachable (tried again later): {down}\n")
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(3)] == \
+            [EXPECTED_SCORE] * 3
+    assert len(server.requests) == 3
+
+
+def test_preflight_with_no_host_reachable_is_one_line():
+    first, second = unused_url(), unused_url()
+    backend = make_backend(judge_config("ollama", hosts=[first, second]))
+    with pytest.raises(JudgeError) as caught:
+        backend.preflight()
+    assert str(caught.value) == f"cannot reach any judge host: {first}, {second}"
+
+
+def test_a_host_that_fails_is_left_out_and_tried_again_later():
+    with OllamaStandIn() as first, OllamaStandIn() as second:
+        backend = make_backend(judge_config("ollama", hosts=[first.url, second.url]))
+        backend.retry_after = 0.3
+        backend.preflight()
+        first.stop()  # down: its requests go to the second host at once
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(4)] == \
+            [EXPECTED_SCORE] * 4
+        assert len(second.requests) == 4
+        first.start()  # back (on a new port: point the pool's client at it)
+        backend.backends[0].client = type(backend.backends[0].client)(host=first.url)
+        backend.backends[0].url = first.url
+        time.sleep(0.4)
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(4)] == \
+            [EXPECTED_SCORE] * 4
+        backend.close()
+    assert (len(first.requests), len(second.requests)) == (2, 6)
+
+
+def test_a_host_that_hangs_costs_one_timeout_not_one_per_request():
+    hung_reply = lambda body: StandInFailure(200, "late", delay=5.0)  # noqa: E731
+    with OllamaStandIn(hung_reply) as hung, OllamaStandIn() as good:
+        backend = make_backend(judge_config("ollama", hosts=[hung.url, good.url],
+                                            timeout=0.3))
+        backend.preflight()
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(4)] == \
+            [EXPECTED_SCORE] * 4
+        backend.close()
+    assert (len(hung.requests), len(good.requests)) == (1, 4)
+
+
+def test_a_host_back_with_other_weights_is_not_asked_again(capsys):
+    with OllamaStandIn() as first, OllamaStandIn() as second:
+        backend = make_backend(judge_config("ollama", hosts=[first.url, second.url]))
+        backend.retry_after = 0.0
+        backend.preflight()
+        first.models = {"llama3:latest": "ef" * 32}  # pulled anew while it was down
+        backend._down_until[id(backend.backends[0])] = 0.0
+        assert [backend.ask(JudgeRequest(PROMPT)).text for _ in range(3)] == \
+            [EXPECTED_SCORE] * 3
+        backend.close()
+    assert (len(first.requests), len(second.requests)) == (0, 3)
+    assert capsys.readouterr().err == (
+        f"judge: host {first.url} now serves llama3:latest ({'ef' * 32}), not llama3:latest "
+        f"({DEFAULT_OLLAMA_MODELS['llama3:latest']}): no longer asked\n")
 
 
 def test_hosts_with_different_weights_are_refused():
@@ -412,7 +498,7 @@ def test_openai_wrong_key_is_refused_with_a_hint(monkeypatch):
         monkeypatch.setenv("OPENAI_API_KEY", "sk-right-key")
         backend = make_backend(judge_config("openai", server.url))
         assert backend.preflight().model == "gpt-4o-mini"
-        assert backend.ask(JudgeRequest(PROMPT)) == EXPECTED_SCORE
+        assert backend.ask(JudgeRequest(PROMPT)).text == EXPECTED_SCORE
 
 
 def test_openai_ask_maps_the_options():
@@ -420,8 +506,10 @@ def test_openai_ask_maps_the_options():
         backend = make_backend(judge_config("openai", server.url))
         options = {"seed": 123, "temperature": 0, "num_ctx": 2048, "num_predict": 16,
                    "top_k": 40}
-        assert backend.ask(JudgeRequest(PROMPT, options=options)) == EXPECTED_SCORE
+        reply = backend.ask(JudgeRequest(PROMPT, options=options))
     (body,) = server.requests
+    # usage.prompt_tokens; the context is the server's own (num_ctx is not sent).
+    assert reply == Reply(EXPECTED_SCORE, prompt_tokens(body), None)
     assert body["model"] == "gpt-4o-mini"
     assert body["messages"] == [{"role": "user", "content": PROMPT}]
     assert {k: body[k] for k in ("seed", "temperature", "max_tokens")} == {
@@ -438,7 +526,7 @@ def test_openai_structured_request_carries_the_schema_in_response_format():
     assert server.requests[0]["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "judgment", "schema": SCHEMA, "strict": True}}
-    assert json.loads(reply) == {"score": 67,
+    assert json.loads(reply.text) == {"score": 67,
                                  "reason": "word overlap F1 with the correct output is 0.67"}
 
 
@@ -479,5 +567,5 @@ def test_openai_several_hosts_round_robin():
         backend = make_backend(judge_config("openai", hosts=[first.url, second.url]))
         assert backend.preflight().digest == "gpt-4o-mini/system"
         for _ in range(3):
-            assert backend.ask(JudgeRequest(PROMPT)) == EXPECTED_SCORE
+            assert backend.ask(JudgeRequest(PROMPT)).text == EXPECTED_SCORE
     assert len(first.requests) == 2 and len(second.requests) == 1

@@ -11,17 +11,21 @@ import hashlib
 import itertools
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from standins import (DEFAULT_OLLAMA_MODELS, OllamaStandIn, OpenAIStandIn, StandInFailure,
                       book_judge, parse_book_prompt, parse_rubric_prompt, prompt_of, unused_url)
 
+from evalpipe.backends import JudgeIdentity, Reply
 from evalpipe.cli import main
+from evalpipe.errors import EvalpipeError
 from evalpipe.io import DataError, read_jsonl, read_partial_jsonl
 from evalpipe.judge import JudgmentCache, read_responses
 
@@ -686,6 +690,190 @@ def test_a_canary_in_error_leaves_the_judge_incomplete_too(run, capsys):
         assert run("judge", standin.url) == 0
         assert asked(standin, before) == ["N/A"]
         assert status_of(run, capsys, standin.url)["judge"].startswith("done ")
+
+
+def test_a_judge_host_stopped_mid_run_leaves_its_work_to_the_others(run):
+    """Three hosts; the second stops while answering its second request. Every item is judged,
+    and only the requests it had in flight are asked again (of the others)."""
+    hosts = []
+
+    def stops_at_second(body):
+        if len(hosts[1].requests) == 2:
+            hosts[1].stop()  # cuts this request's connection too: it gets no answer
+        return book_judge(body)
+
+    settings = ("judge.canaries=true", "judge.concurrency=4")
+    with OllamaStandIn(book_judge) as first, OllamaStandIn(stops_at_second) as second, \
+            OllamaStandIn(book_judge) as third:
+        hosts += [first, second, third]
+        assert run("judge", None, f'judge.hosts=["{first.url}", "{second.url}", '
+                                  f'"{third.url}"]', *settings) == 0
+    prompts = Counter(prompt_of(b) for host in hosts for b in host.requests)
+    unanswered = {prompt_of(b) for b in second.requests[1:]}
+    assert len(second.requests) >= 2 and first.requests and third.requests
+    assert {p for p, n in prompts.items() if n > 1} <= unanswered
+    assert max(prompts.values()) <= 2
+    assert len(prompts) == 7 + 10  # every item with a response, every canary
+    expected = {i: s if i != 89 else "scored" for i, s in STATES.items()}
+    expected[88] = "scored"  # book_judge scores every response
+    assert {i: r["state"] for i, r in scores(run).items()} == expected
+
+
+# -- prompt sizes: no silent truncation ---------------------------------------------------------
+
+def with_response(run, item: int, response: str) -> None:
+    """Import `response` as item `item`'s response instead of RESPONSES' one."""
+    path = run.root.parent.parent / "responses.json"
+    records = json.loads(path.read_text())
+    for record in records:
+        if record["instruction"] == f"Task {item}":
+            record["model_response"] = response
+    path.write_text(json.dumps(records))
+
+
+def sent_for(standin, response: str) -> list[dict]:
+    return [b for b in standin.requests if response_of(b) == response]
+
+
+def test_a_long_prompt_gets_a_larger_context_where_the_model_allows(run):
+    long = " ".join(f"word85a{n}" for n in range(700))  # about 2,100 tokens by the estimate
+    with_response(run, 85, long)
+    with OllamaStandIn(scripted) as standin:
+        assert run("judge", standin.url, "judge.canaries=false") == 0
+    (body,) = sent_for(standin, long)
+    assert body["options"] == {"seed": 123, "temperature": 0, "num_ctx": 4096}
+    assert {b["options"]["num_ctx"] for b in standin.requests if b is not body} == {2048}
+    assert scores(run)[85]["state"] == "scored"
+
+
+def test_a_prompt_longer_than_the_model_takes_stops_before_asking(run, capsys):
+    from evalpipe.judge import estimate_tokens
+    from evalpipe.prompts import render
+
+    long = " ".join(f"word85a{n}" for n in range(700))
+    with_response(run, 85, long)
+    with OllamaStandIn(scripted, context_length=2048) as standin:
+        assert run("judge", standin.url, "judge.canaries=false") == 1
+        assert standin.requests == []
+    record = next(r for r in read_jsonl(run.root / "generate/responses.jsonl")
+                  if r["response"] == long)
+    prompt = render("book", record)
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: judge: item {record['id']}: the prompt needs a context of about "
+        f"{estimate_tokens(prompt) + 512} tokens ({estimate_tokens(prompt)} for the prompt, "
+        f"estimated from {len(prompt.encode())} bytes, 512 for the reply), but "
+        "judge.options.num_ctx is 2048 and the judge llama3:latest takes at most 2048\n")
+    assert not (run.root / "judge/scores.jsonl").exists()
+
+
+# Punctuation-heavy: more tokens than the estimate (UTF-8 bytes / 3) allows for, so the prompt
+# is sent with num_ctx 2048 and the stand-in, like Ollama, cuts it without a word.
+DOTS = " ".join(["x."] * 1200)
+
+
+@pytest.mark.parametrize("cut, message", [
+    ("half", "prompt truncated: the judge read 1026 tokens of a prompt of {words} words "
+             "(num_ctx 2048)"),
+    ("whole", "prompt truncated: the judge read 2048 tokens, its whole context (num_ctx 2048), "
+              "leaving no room for the reply"),
+])
+def test_a_truncated_prompt_is_an_error_and_not_cached(run, cut, message):
+    with_response(run, 85, DOTS)
+    with OllamaStandIn(scripted, cut=cut) as standin:
+        assert run("judge", standin.url, "judge.canaries=false") == 0
+        (body,) = sent_for(standin, DOTS)
+        assert body["options"]["num_ctx"] == 2048
+        record = scores(run)[85]
+        assert (record["state"], record["score"], record["raw_reply"]) == ("error", None, None)
+        assert record["error"] == message.format(words=len(prompt_of(body).split()))
+        # Not cached: a rerun asks again (and the finished items come from the cache).
+        before = len(standin.requests)
+        assert run("judge", standin.url, "judge.canaries=false", force=True) == 0
+        assert sorted(asked(standin, before)) == sorted([BROKEN, BROKEN, DOTS])
+    assert scores(run)[85]["state"] == "error"
+
+
+def test_a_truncated_prompt_on_an_openai_compatible_server_is_an_error(run):
+    with_response(run, 85, DOTS)
+    settings = ("judge.backend=openai", "judge.model=judge-8b", "judge.canaries=false")
+    with OpenAIStandIn(scripted, models=["judge-8b"], context=2048) as standin:
+        assert run("judge", standin.url, *settings) == 0
+        (body,) = sent_for(standin, DOTS)
+    assert scores(run)[85]["error"] == (
+        f"prompt truncated: the judge read 1026 tokens of a prompt of "
+        f"{len(prompt_of(body).split())} words (num_ctx not sent)")
+    assert scores(run)[87]["state"] == "scored"
+
+
+def test_cached_replies_that_cannot_be_checked_are_asked_again(run):
+    with OllamaStandIn(scripted) as standin:
+        assert run("judge", standin.url, "judge.canaries=false") == 0
+        cache = sqlite3.connect(run.root.parent / "judge-cache.sqlite")
+        stored = dict(cache.execute("SELECT raw, prompt_tokens FROM replies"))
+        assert stored["75"] > len(RESPONSES[85][0].split()) and stored["67"] > 0
+        # Stored before the counts were kept (checked 0), and a count that says "cut".
+        cache.execute("UPDATE replies SET checked = 0 WHERE raw = '75'")
+        cache.execute("UPDATE replies SET prompt_tokens = 3 WHERE raw = '67'")
+        cache.commit()
+        cache.close()
+        before = len(standin.requests)
+        assert run("judge", standin.url, "judge.canaries=false", force=True) == 0
+        assert sorted(asked(standin, before)) == sorted(
+            [RESPONSES[85][0], RESPONSES[87][0], BROKEN, BROKEN])
+    assert {i: r["cached"] for i, r in scores(run).items() if i in ASKED} == {
+        85: False, 87: False, 88: True, 89: False, 90: True, 91: True, 94: True}
+
+
+def test_the_truncation_rule():
+    from evalpipe.judge import truncation
+
+    prompt = "one two three four"
+    assert truncation(prompt, Reply("85", None, 2048)) is None  # no count: nothing to check
+    assert truncation(prompt, Reply("85", 4, 2048)) is None
+    assert truncation(prompt, Reply("85", 3, None)) == (
+        "prompt truncated: the judge read 3 tokens of a prompt of 4 words (num_ctx not sent)")
+    assert truncation(prompt, Reply("85", 8, 8)) == (
+        "prompt truncated: the judge read 8 tokens, its whole context (num_ctx 8), leaving no "
+        "room for the reply")
+    assert truncation(prompt, Reply("85", 7, 8)) is None
+
+
+def test_num_ctx_is_doubled_up_to_the_model_context_and_no_further():
+    from types import SimpleNamespace
+
+    from evalpipe.judge import estimate_tokens, sized_options
+
+    judge = SimpleNamespace(backend=SimpleNamespace(max_context=8192),
+                            identity=JudgeIdentity("ollama", "llama3:latest", "d"))
+    prompt = "x" * 3 * (4000 - 32)  # estimated at 4000 tokens, + 512 for the reply
+    assert estimate_tokens(prompt) == 4000
+    assert sized_options(judge, prompt, {"num_ctx": 2048}, "item 1") == {"num_ctx": 8192}
+    assert sized_options(judge, prompt, {"num_ctx": 2048, "num_predict": 96}, "item 1") == {
+        "num_ctx": 4096, "num_predict": 96}  # 4000 + 96 fit in 4096
+    assert sized_options(judge, prompt[:6000], {}, "item 1") == {"num_ctx": 4096}
+    # A num_ctx above the model's is capped by Ollama: what counts is the model's.
+    assert sized_options(judge, prompt, {"num_ctx": 16384}, "item 1") == {"num_ctx": 16384}
+    with pytest.raises(EvalpipeError) as caught:
+        sized_options(judge, prompt * 2, {"num_ctx": 16384}, "item 1")
+    assert str(caught.value).startswith("judge: item 1: the prompt needs a context of about "
+                                        "8480 tokens (7968 for the prompt")
+    judge.backend.max_context = None  # OpenAI-style: the server's context, sent as it is
+    assert sized_options(judge, prompt * 2, {"num_ctx": 2048}, "item 1") == {"num_ctx": 2048}
+
+
+def test_a_cache_from_before_gets_the_new_columns(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, raw TEXT NOT NULL, backend TEXT, "
+                "model TEXT, created TEXT)")
+    old.execute("INSERT INTO replies VALUES ('k', '85', 'ollama', 'llama3', '2026-01-01')")
+    old.commit()
+    old.close()
+    cache = JudgmentCache(path)
+    assert cache.get("k") is None  # cannot be checked: asked again
+    cache.put("k", Reply("90", 120, 2048), JudgeIdentity("ollama", "llama3", "d"))
+    assert cache.get("k") == Reply("90", 120, 2048)
+    cache.close()
 
 
 # -- failures before the first item -----------------------------------------------------------

@@ -72,7 +72,9 @@ def test_preflight_digest_is_the_sha256_of_the_file(judge, gguf):
 
 def test_schema_constrains_the_reply_to_json_with_an_integer_score(judge):
     reply = judge.ask(JudgeRequest(PROMPT, options=OPTIONS, schema=SCHEMA))
-    judgment = json.loads(reply)
+    judgment = json.loads(reply.text)
+    # usage.prompt_tokens: the prompt's tokens, for the truncation check; context: n_ctx.
+    assert len(PROMPT.split()) <= reply.prompt_tokens < reply.context == judge.n_ctx
     assert set(judgment) == {"score", "reason"}
     assert isinstance(judgment["score"], int) and 0 <= judgment["score"] <= 100
     assert isinstance(judgment["reason"], str) and len(judgment["reason"]) <= 24
@@ -82,7 +84,7 @@ def test_same_seed_at_temperature_zero_gives_the_same_text(judge):
     options = dict(OPTIONS, max_tokens=8)
     first = judge.ask(JudgeRequest(PROMPT, options=options))
     second = judge.ask(JudgeRequest(PROMPT, options=options))
-    assert first and first == second
+    assert first.text and first == second
 
 
 def test_a_bad_schema_is_a_judge_error_naming_the_file(judge, gguf):

@@ -71,14 +71,15 @@ def shown(i: int) -> list[str]:
     return [m for m in MODELS if i not in EMPTY[m]]
 
 
-def make_runs(folder: Path) -> None:
-    """Runs a, b and c under folder/results, their data and response files in folder."""
+def make_runs(folder: Path, respond=response_of) -> None:
+    """Runs a, b and c under folder/results, their data and response files in folder;
+    `respond(model, i)` gives the responses (response_of unless told)."""
     records = [{"instruction": f"Task {i}", "input": f"input {i}" if i % 2 else "",
                 "output": output_of(i)} for i in range(100)]
     (folder / "data.json").write_text(json.dumps(records))
     for model in MODELS:
-        imported = [{**records[i], "model_response": response_of(model, i)} for i in ITEMS
-                    if response_of(model, i) is not None]
+        imported = [{**records[i], "model_response": respond(model, i)} for i in ITEMS
+                    if respond(model, i) is not None]
         (folder / f"{model}.json").write_text(json.dumps(imported))
         assert main(["generate", "--config", SMOKE, "--run", model,
                      "--results", str(folder / "results"),
@@ -649,6 +650,66 @@ def test_an_openai_compatible_server(runs):
     assert body["response_format"]["json_schema"]["schema"] == together_schema("book", count)
     assert model_scores(runs, "c")[85]["score"] == 75
     assert model_scores(runs, "c")[85]["judge_backend"] == "openai"
+
+
+# -- prompt sizes: k responses in one prompt -------------------------------------------------------
+
+def long_runs(run_env, monkeypatch, item_85) -> Path:
+    """Runs a, b and c as usual, except that item 85's responses are item_85(model)."""
+    def respond(model: str, i: int) -> str | None:
+        return item_85(model) if i == 85 else response_of(model, i)
+
+    make_runs(run_env, respond)
+    monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "0.01")
+    return run_env / "results"
+
+
+def words(model: str) -> str:
+    """About 250 words: a response near generate's limit of 256 tokens."""
+    return " ".join(f"word85{model}{n}" for n in range(250))
+
+
+def test_long_together_prompts_get_a_larger_context(run_env, gpt2_tokenizer, monkeypatch):
+    results = long_runs(run_env, monkeypatch, words)
+    with OllamaStandIn(together_judge) as standin:
+        assert compare(standin.url) == 0
+    contexts = {reference_item(b): b["options"]["num_ctx"] for b in standin.requests}
+    assert contexts == {**dict.fromkeys(set(range(86, 95)) - {92}, 2048), 85: 4096}  # 92: empty
+    assert model_scores(results, "a")[85]["state"] == "scored"
+
+
+def test_together_prompts_too_long_for_the_model_stop_before_asking(run_env, gpt2_tokenizer,
+                                                                   monkeypatch, capsys):
+    results = long_runs(run_env, monkeypatch, words)
+    with OllamaStandIn(together_judge, context_length=2048) as standin:
+        assert compare(standin.url) == 1
+        assert standin.requests == []
+    first_id = read_jsonl(results / "a/generate/responses.jsonl")[0]["id"]
+    err = capsys.readouterr().err
+    assert err.startswith(f"evalpipe: error: judge: item 0 (id {first_id}), pass 1, 3 "
+                          "responses: the prompt needs a context of about ")
+    assert err.endswith(" for the reply), but judge.options.num_ctx is 2048 and the judge "
+                        "llama3:latest takes at most 2048\n")
+
+
+def test_a_truncated_together_prompt_is_an_error_and_asked_again(run_env, gpt2_tokenizer,
+                                                                 monkeypatch):
+    # Punctuation-heavy responses: more tokens than the estimate allows for, so the prompt goes
+    # with num_ctx 2048 and the stand-in cuts it, as Ollama does, without a word.
+    results = long_runs(run_env, monkeypatch, lambda model: " ".join([f"{model}."] * 400))
+    with OllamaStandIn(together_judge) as standin:
+        assert compare(standin.url) == 0
+        (body,) = [b for b in standin.requests if reference_item(b) == 85]
+        assert body["options"]["num_ctx"] == 2048
+        first = passes(results)[0]
+        assert (first["state"], first["scores"], first["raw_reply"]) == ("error", None, None)
+        assert first["error"] == (f"prompt truncated: the judge read 1026 tokens of a prompt "
+                                  f"of {len(prompt_of(body).split())} words (num_ctx 2048)")
+        assert {m: model_scores(results, m)[85]["state"] for m in MODELS} == dict.fromkeys(
+            MODELS, "error")
+        before = len(standin.requests)
+        assert compare(standin.url) == 0  # no manifest: asks again for item 85 only
+        assert [reference_item(b) for b in standin.requests[before:]] == [85]
 
 
 # -- refusals ------------------------------------------------------------------------------------
