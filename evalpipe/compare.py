@@ -309,19 +309,22 @@ def judge_differences(a: ModelScores, b: ModelScores) -> list[str]:
             for key in JUDGE_IDENTITY if a_identity[key] != b_identity[key]]
 
 
-def judge_mismatches(models: list[ModelScores]) -> list[str]:
-    """How each model's judge differs from the first model's, e.g. ["a and b: digest x vs
-    y"]; empty when all were judged alike."""
+def judge_mismatches(models: list[ModelScores]) -> list[dict]:
+    """How each model's judge differs from the first model's, e.g. [{"a": "a", "b": "b",
+    "differs": ["digest x vs y"]}]; empty when all were judged alike."""
     first = models[0]
-    return [f"{first.label} and {other.label}: {'; '.join(differences)}" for other in models[1:]
-            if (differences := judge_differences(first, other))]
+    return [{"a": first.label, "b": other.label, "differs": differences}
+            for other in models[1:] if (differences := judge_differences(first, other))]
 
 
-def mixed_judges_error(mismatches: list[str]) -> CompareError:
-    runs, differences = mismatches[0].split(": ", 1)
-    return CompareError(f"runs {runs} were judged differently ({differences}); a ranking needs "
-                        "one judge for every run: judge them alike, or give "
-                        "--allow-mixed-judges")
+def mismatch_text(mismatch: dict) -> str:
+    return (f"runs {mismatch['a']} and {mismatch['b']} were judged differently "
+            f"({'; '.join(mismatch['differs'])})")
+
+
+def mixed_judges_error(mismatches: list[dict]) -> CompareError:
+    return CompareError(f"{mismatch_text(mismatches[0])}; a ranking needs one judge for every "
+                        "run: judge them alike, or give --allow-mixed-judges")
 
 
 def same_responses(models: list[ModelScores]) -> bool:
@@ -639,10 +642,9 @@ def _title(board: dict) -> str:
     return f"{kind} {board['name']}"
 
 
-def mixed_judges_text(mismatches: list[str], what: str = "This ranking") -> str:
+def mixed_judges_text(mismatches: list[dict], what: str = "This ranking") -> str:
     """The warning every output of a ranking with --allow-mixed-judges carries."""
-    runs = "; ".join("runs {} were judged differently ({})".format(*m.split(": ", 1))
-                     for m in mismatches)
+    runs = "; ".join(map(mismatch_text, mismatches))
     return (f"Mixed judges: {runs}. {what} sets scores of different judges side by side "
             "(--allow-mixed-judges): a difference between two models may come from their "
             "judges.")
@@ -876,8 +878,9 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
                 pass  # the same responses: no ranking in either mode
             elif single_mismatches and not allow_mixed_judges:
                 board["modes_note"] = (
-                    "Not shown: the runs' own single-mode judgments were not judged alike ("
-                    + "; ".join(single_mismatches) + "); --allow-mixed-judges shows them.")
+                    "Not shown: the runs' own single-mode judgments were not judged alike: "
+                    + "; ".join(map(mismatch_text, single_mismatches))
+                    + "; --allow-mixed-judges shows them.")
             else:
                 board["modes"] = modes_side_by_side(models, single, board["models"], bootstrap)
                 if single_mismatches:

@@ -436,7 +436,8 @@ def test_runs_judged_by_different_judges_are_not_ranked_unless_allowed(
     assert printed[:2] == [f"compare: 2 models on 110 items -> {out}/", f"  {note}"]
     assert [line.split("  mean")[0] for line in printed[2:]] == ["  1. b", "  2. a"]
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
-    assert (board["comparison"], board["mixed_judges"]) == ("models", [f"a and b: {difference}"])
+    assert (board["comparison"], board["mixed_judges"]) == (
+        "models", [{"a": "a", "b": "b", "differs": [difference]}])
     assert [row["judge"]["digest"] for row in board["models"]] == [new, old]
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8").splitlines()
     assert markdown[:5] == ["# Comparison a-vs-b", "", f"**{note}**", "", markdown[4]]

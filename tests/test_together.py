@@ -594,15 +594,16 @@ def test_single_mode_rankings_by_different_judges_are_not_set_beside(runs, capsy
                          "--set", f"judge.host={standin.url}",
                          "--set", "judge.canaries=false"]) == 0
     digest = read_jsonl(runs / "a/judge/scores.jsonl")[0]["judge_digest"]
-    mismatch = f"a and c: digest {digest} vs {other}"
+    mismatch = f"runs a and c were judged differently (digest {digest} vs {other})"
     with OllamaStandIn(together_judge) as standin:
         assert compare(standin.url) == 0
         board = json.loads((runs / OUT / "leaderboard.json").read_text())
         assert board["modes"] is None
-        note = ("Not shown: the runs' own single-mode judgments were not judged alike "
-                f"({mismatch}); --allow-mixed-judges shows them.")
+        note = ("Not shown: the runs' own single-mode judgments were not judged alike: "
+                f"{mismatch}; --allow-mixed-judges shows them.")
         assert board["modes_note"] == note
-        assert f"## Modes side by side\n\n**{note}**\n" in (runs / OUT / "leaderboard.md").read_text()
+        markdown = (runs / OUT / "leaderboard.md").read_text()
+        assert f"## Modes side by side\n\n**{note}**\n" in markdown
         # the together ranking itself had one judge: not mixed
         assert (board["comparison"], board["mixed_judges"]) == ("models", None)
 
@@ -610,7 +611,7 @@ def test_single_mode_rankings_by_different_judges_are_not_set_beside(runs, capsy
     board = json.loads((runs / OUT / "leaderboard.json").read_text())
     assert [row["model"] for row in board["modes"]["models"]] == ["a", "c", "b"]
     assert board["modes_note"] == (
-        f"Mixed judges: runs {mismatch.replace(': ', ' were judged differently (', 1)}). The "
+        f"Mixed judges: {mismatch}. The "
         "single-mode ranking sets scores of different judges side by side "
         "(--allow-mixed-judges): a difference between two models may come from their judges.")
     assert f'<p class="mixed"><b>{board["modes_note"]}</b></p>' in (
