@@ -873,19 +873,20 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         if single is not None:
             check_same_test_items([models[0], *single])
             # The single-mode ranking beside this one is a ranking too: one judge, or marked.
+            # (The same responses everywhere: no ranking in either mode.)
             single_mismatches = judge_mismatches(single)
-            if board["comparison"] == "judges":
-                pass  # the same responses: no ranking in either mode
-            elif single_mismatches and not allow_mixed_judges:
-                board["modes_note"] = (
-                    "Not shown: the runs' own single-mode judgments were not judged alike: "
-                    + "; ".join(map(mismatch_text, single_mismatches))
-                    + "; --allow-mixed-judges shows them.")
-            else:
-                board["modes"] = modes_side_by_side(models, single, board["models"], bootstrap)
-                if single_mismatches:
-                    board["modes_note"] = mixed_judges_text(single_mismatches,
-                                                            "The single-mode ranking")
+            if board["comparison"] == "models":
+                if single_mismatches and not allow_mixed_judges:
+                    board["modes_note"] = (
+                        "Not shown: the runs' own single-mode judgments were not judged alike: "
+                        + "; ".join(map(mismatch_text, single_mismatches))
+                        + "; --allow-mixed-judges shows them.")
+                else:
+                    board["modes"] = modes_side_by_side(models, single, board["models"],
+                                                        bootstrap)
+                    if single_mismatches:
+                        board["modes_note"] = mixed_judges_text(single_mismatches,
+                                                                "The single-mode ranking")
             board["agreement"] += mode_agreements(models, single)
 
     images = {SCORES_PLOT: plot_scores(models, board["models"], out / SCORES_PLOT)}
