@@ -4,6 +4,7 @@
 #   make test                          the test suite
 #   make judge RUN=mine CONFIG=configs/mine.toml
 #   make compare RUNS="a b c" MODE=together SET="judge.swap=true"   (docs/compare.md)
+#   make compare RUNS="a b" ALLOW_MIXED=1     rank runs judged by different judges, marked mixed
 
 CONFIG ?= configs/book.toml
 RUN ?= $(basename $(notdir $(CONFIG)))
@@ -33,7 +34,7 @@ prepare finetune generate judge aggregate evaluate status: setup
 compare: setup
 	$(if $(strip $(RUNS)),,$(error give the runs to compare: make compare RUNS="a b c"))
 	$(EVALPIPE) compare $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(MODE),--mode $(MODE)) \
-		$(foreach s,$(SET),--set $(s))
+		$(if $(ALLOW_MIXED),--allow-mixed-judges) $(foreach s,$(SET),--set $(s))
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -249,7 +249,10 @@ def item_rows(records: list[dict]) -> list[dict]:
             "score": record["score"],
             "reason": record.get("reason"),
             "error": record.get("error"),
-            "repeat_scores": [repeat.get("score") for repeat in repeats],
+            # Only what the judge scored: an empty response's repeats carry the rule's 0
+            # without being asked, and k such 0s are no evidence of a consistent judge.
+            "repeat_scores": [repeat.get("score") if repeat.get("state") == "scored" else None
+                              for repeat in repeats],
             "f1": stats.token_f1(record.get("response"), record["output"]),
         })
     return items

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from evalpipe.config import mask_url_password
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file_remembered, sha256_json
 
@@ -339,7 +340,7 @@ class OllamaBackend:
     def __init__(self, url: str, model: str, *, timeout: float):
         import ollama
 
-        self.url = url
+        self.url = mask_url_password(url)  # for messages; the client gets the real one
         self.model = model
         self.timeout = timeout
         self.client = ollama.Client(host=url, timeout=timeout)
@@ -474,7 +475,7 @@ class OpenAIBackend:
     def __init__(self, url: str, model: str, *, api_key: str = "", timeout: float):
         import openai
 
-        self.url = url
+        self.url = mask_url_password(url)  # for messages; the client gets the real one
         self.model = model
         self.timeout = timeout
         self.client = openai.OpenAI(

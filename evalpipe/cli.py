@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="SECTION.KEY=VALUE",
                          help="--mode together: override one judge setting (judge.swap=true)")
+    compare.add_argument("--allow-mixed-judges", action="store_true",
+                         help="rank runs judged by different judges (model, digest, template, "
+                              "options ...) anyway, marked as mixed in every output")
     return parser
 
 
@@ -108,7 +111,8 @@ def dispatch(args: argparse.Namespace) -> int:
             raise EvalpipeError("compare: --config and --set give the judge settings of "
                                 "--mode together; --mode single reads each run's own judgment")
         print_leaderboard(compare_runs(args.runs, args.results, args.name, args.resamples,
-                                       args.seed, mode=args.mode, config=config))
+                                       args.seed, mode=args.mode, config=config,
+                                       allow_mixed_judges=args.allow_mixed_judges))
         return 0
     overrides = list(args.overrides)
     if args.command == "generate":

@@ -22,6 +22,13 @@ side by side, and the agreement of the two modes per model).
 Judge agreement is computed, with no flag to ask for it, wherever two judgments of the same
 responses exist: two runs whose responses are identical item by item (the same model judged by
 two judges, templates or modes, or judged twice), and the repeats inside a run (`repeats`).
+
+One ranking, one judge: scores of two judges (another model, digest, template, options ...)
+are on scales of their own, so models are ranked only when every run was judged alike
+(`judge_mismatches`); otherwise compare refuses, unless --allow-mixed-judges is given, and then
+every output says the judges are mixed. Runs that all hold the same responses are not models
+to rank at all: they are one model judged several times, a comparison of judges
+(`comparison: "judges"`): the agreement and each judge's mean, no ranks and no pairs.
 """
 
 from __future__ import annotations
@@ -302,6 +309,30 @@ def judge_differences(a: ModelScores, b: ModelScores) -> list[str]:
             for key in JUDGE_IDENTITY if a_identity[key] != b_identity[key]]
 
 
+def judge_mismatches(models: list[ModelScores]) -> list[dict]:
+    """How each model's judge differs from the first model's, e.g. [{"a": "a", "b": "b",
+    "differs": ["digest x vs y"]}]; empty when all were judged alike."""
+    first = models[0]
+    return [{"a": first.label, "b": other.label, "differs": differences}
+            for other in models[1:] if (differences := judge_differences(first, other))]
+
+
+def mismatch_text(mismatch: dict) -> str:
+    return (f"runs {mismatch['a']} and {mismatch['b']} were judged differently "
+            f"({'; '.join(mismatch['differs'])})")
+
+
+def mixed_judges_error(mismatches: list[dict]) -> CompareError:
+    return CompareError(f"{mismatch_text(mismatches[0])}; a ranking needs one judge for every "
+                        "run: judge them alike, or give --allow-mixed-judges")
+
+
+def same_responses(models: list[ModelScores]) -> bool:
+    """Whether there are several models and all hold the same response to every item."""
+    responses = [[r.get("response") for r in model.records] for model in models]
+    return len(models) > 1 and all(other == responses[0] for other in responses[1:])
+
+
 def judge_agreements(models: list[ModelScores]) -> list[dict]:
     """Agreement wherever the same responses were judged twice, on the items both judgments
     scored (state `scored`: an empty response is 0 by rule, not by a judge, so it would only
@@ -353,24 +384,44 @@ def ranked_rows(models: list[ModelScores],
                     for rank, model in enumerate(ranked, start=1)]
 
 
+def unranked_rows(models: list[ModelScores], bootstrap: AggregateConfig) -> list[dict]:
+    """The rows of a judge comparison: in the order given, rank None."""
+    return [{"rank": None, **model_row(model, bootstrap)} for model in models]
+
+
 def build_leaderboard(models: list[ModelScores], name: str, bootstrap: AggregateConfig,
-                      mode: str = "single") -> dict:
-    """Everything leaderboard.json holds (floats not yet rounded), plus the ranked models."""
-    ranked, ranked_rows_ = ranked_rows(models, bootstrap)
+                      mode: str = "single", allow_mixed_judges: bool = False) -> dict:
+    """Everything leaderboard.json holds (floats not yet rounded). Models are ranked only when
+    one judge judged them all (else CompareError, unless `allow_mixed_judges`: then
+    `mixed_judges` names the differences); runs that all hold the same responses are a
+    comparison of judges, unranked."""
+    mismatches = judge_mismatches(models)
+    if same_responses(models):
+        comparison, mismatches = "judges", []  # different judges are the point here
+        ranked_rows_, pairs = unranked_rows(models, bootstrap), []
+    else:
+        if mismatches and not allow_mixed_judges:
+            raise mixed_judges_error(mismatches)
+        comparison = "models"
+        ranked, ranked_rows_ = ranked_rows(models, bootstrap)
+        pairs = pair_rows(ranked, bootstrap)
     return {
         "name": name,
         "mode": mode,
+        "comparison": comparison,
+        "mixed_judges": mismatches or None,
         "runs": [model.run for model in models],
         "items": len(models[0].records),
         "confidence": bootstrap.confidence,
         "resamples": bootstrap.bootstrap_resamples,
         "seed": bootstrap.seed,
         "models": ranked_rows_,
-        "pairs": pair_rows(ranked, bootstrap),
+        "pairs": pairs,
         "loss_correlation": loss_correlation(ranked_rows_),
         "agreement": judge_agreements(models),
         "positions": None,
         "modes": None,
+        "modes_note": None,  # why modes is missing, or that its single ranking mixes judges
         "plots": [],
     }
 
@@ -490,7 +541,7 @@ def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]
     models = (
         ["rank", "model", "base model", "base test loss", "fine-tuned test loss", "mean score",
          ci, "scored", "empty", "unparseable", "error", "overlap (token F1)", "judge"],
-        [[str(r["rank"]), r["model"], r["base_model"] or "n/a",
+        [["n/a" if r["rank"] is None else str(r["rank"]), r["model"], r["base_model"] or "n/a",
           number(r["base_test_loss"], 3), number(r["finetuned_test_loss"], 3),
           number(r["mean"]), interval(r["ci"]),
           *(str(r["states"][state]) for state in stats.STATES),
@@ -517,9 +568,11 @@ def _method_text(board: dict) -> str:
     text = (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
             f"the scored and empty items (an empty response counts 0; unparseable and error "
             f"items are left out), with a {level(board['confidence'])} percentile bootstrap "
-            f"CI ({board['resamples']} resamples, seed {board['seed']}). Pairs compare the items "
-            f"both models have a score for: paired bootstrap CI of the mean difference and a "
-            f"two-sided Wilcoxon signed-rank test (zero differences dropped).")
+            f"CI ({board['resamples']} resamples, seed {board['seed']}).")
+    if board.get("comparison", "models") == "models":
+        text += (" Pairs compare the items both models have a score for: paired bootstrap CI of "
+                 "the mean difference and a two-sided Wilcoxon signed-rank test (zero "
+                 "differences dropped).")
     if board.get("mode") == "together":
         text += (" Judged together: for each item the judge saw every model's non-empty "
                  "response in one prompt, labelled Response 1..k in an order shuffled per item "
@@ -579,22 +632,55 @@ def _correlation_text(board: dict) -> str:
             f"gives a negative value).")
 
 
+JUDGE_COMPARISON_TEXT = (
+    "Every run holds the same responses to every item: this compares the judges (see Judge "
+    "agreement), not models, so no ranking is made.")
+
+
+def _title(board: dict) -> str:
+    kind = "Judge comparison" if board.get("comparison") == "judges" else "Comparison"
+    return f"{kind} {board['name']}"
+
+
+def mixed_judges_text(mismatches: list[dict], what: str = "This ranking") -> str:
+    """The warning every output of a ranking with --allow-mixed-judges carries."""
+    runs = "; ".join(map(mismatch_text, mismatches))
+    return (f"Mixed judges: {runs}. {what} sets scores of different judges side by side "
+            "(--allow-mixed-judges): a difference between two models may come from their "
+            "judges.")
+
+
+def _notes(board: dict) -> list[str]:
+    """What must be read before any number: the judges are mixed, or this is no ranking."""
+    if board.get("comparison") == "judges":
+        return [JUDGE_COMPARISON_TEXT]
+    return [mixed_judges_text(board["mixed_judges"])] if board.get("mixed_judges") else []
+
+
 NO_AGREEMENT = ("No two runs hold the same responses and no run has judge repeats: there is "
                 "no second judgment to compare with.")
 
 
 def render_markdown(board: dict) -> str:
     tables = leaderboard_tables(board)
-    lines = [f"# Comparison {board['name']}", "", _method_text(board), "", "## Leaderboard", ""]
+    judges = board.get("comparison") == "judges"
+    lines = [f"# {_title(board)}", ""]
+    for note in _notes(board):
+        lines += [note if judges else f"**{note}**", ""]
+    lines += [_method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
     lines += _md_table(*tables["models"])
-    lines += ["", "## Pairs", ""]
-    lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
+    if not judges:
+        lines += ["", "## Pairs", ""]
+        lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
     lines += ["", "## Test loss and score", "", _correlation_text(board), ""]
     if board.get("positions"):
         lines += ["## Position check", "", POSITION_TEXT, ""]
         lines += _md_table(*position_table(board["positions"])) + [""]
+    if board.get("modes") or board.get("modes_note"):
+        lines += ["## Modes side by side", ""]
+        lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
     if board.get("modes"):
-        lines += ["## Modes side by side", "", _modes_text(board["modes"]), ""]
+        lines += [_modes_text(board["modes"]), ""]
         lines += _md_table(*modes_table(board["modes"], board["confidence"])) + [""]
     lines += ["## Judge agreement", ""]
     lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
@@ -616,6 +702,7 @@ th { background: #f3f3f3; }
 .response pre, .reference pre { white-space: pre-wrap; margin: 0.3em 0; }
 .state-unparseable, .state-error { background: #fdecea; }
 .state-empty { background: #f5f5f5; }
+.mixed { color: #a12; }
 img { max-width: 100%; }
 """
 
@@ -676,23 +763,30 @@ def render_html(board: dict, models: list[ModelScores], images: dict[str, bytes]
     ranked = [by_label[label] for label in ranked_labels]
     plots = "".join(f"<p>{embedded_png(name, data)}</p>" for name, data in images.items())
     items = "".join(_item_section(index, ranked) for index in range(board["items"]))
-    pairs = _html_table(*tables["pairs"]) if board["pairs"] else "<p>Only one model: no pairs.</p>"
+    judges = board.get("comparison") == "judges"
+    pairs = ("" if judges else "<h2>Pairs</h2>\n" + (
+        _html_table(*tables["pairs"]) if board["pairs"] else "<p>Only one model: no pairs.</p>")
+        + "\n")
+    notes = "".join(f"<p>{esc(note)}</p>\n" if judges
+                    else f'<p class="mixed"><b>{esc(note)}</b></p>\n' for note in _notes(board))
     agreement = (_html_table(*tables["agreement"]) if board["agreement"]
                  else f"<p>{esc(NO_AGREEMENT)}</p>")
     extra = ""
     if board.get("positions"):
         extra += (f"<h2>Position check</h2>\n<p>{esc(POSITION_TEXT)}</p>\n"
                   f"{_html_table(*position_table(board['positions']))}\n")
+    if board.get("modes") or board.get("modes_note"):
+        extra += "<h2>Modes side by side</h2>\n"
+        if board.get("modes_note"):
+            extra += f'<p class="mixed"><b>{esc(board["modes_note"])}</b></p>\n'
     if board.get("modes"):
-        extra += (f"<h2>Modes side by side</h2>\n<p>{esc(_modes_text(board['modes']))}</p>\n"
+        extra += (f"<p>{esc(_modes_text(board['modes']))}</p>\n"
                   f"{_html_table(*modes_table(board['modes'], board['confidence']))}\n")
-    body = f"""<h1>Comparison {esc(board['name'])}</h1>
-<p>{esc(_method_text(board))}</p>
-<h2>Leaderboard</h2>
+    body = f"""<h1>{esc(_title(board))}</h1>
+{notes}<p>{esc(_method_text(board))}</p>
+<h2>{"Scores by judge" if judges else "Leaderboard"}</h2>
 {_html_table(*tables['models'])}
-<h2>Pairs</h2>
-{pairs}
-<h2>Test loss and score</h2>
+{pairs}<h2>Test loss and score</h2>
 <p>{esc(_correlation_text(board))}</p>
 {extra}<h2>Judge agreement</h2>
 {agreement}
@@ -704,7 +798,7 @@ with scores at least <select id="spread" onchange="filterItems()">
 <option value="0">0</option><option value="20">20</option><option value="40">40</option>
 <option value="60">60</option></select> points apart. Models in leaderboard order.</p>
 {items}"""
-    return page(f"Comparison {board['name']}", STYLE, body, SCRIPT)
+    return page(_title(board), STYLE, body, SCRIPT)
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -729,8 +823,8 @@ def judge_config_for(results: str | Path | None, runs: list[str], config_file: s
 
 def compare_runs(runs: list[str], results: str | Path | None = None, name: str | None = None,
                  resamples: int | None = None, seed: int | None = None, mode: str = "single",
-                 config: RunConfig | None = None,
-                 aggregate: AggregateConfig | None = None) -> Path:
+                 config: RunConfig | None = None, aggregate: AggregateConfig | None = None,
+                 allow_mixed_judges: bool = False) -> Path:
     """`evalpipe compare`: load, check, compute, and write results/compare-<name>/. With
     mode "together" the runs' responses are first judged together (evalpipe/together.py)
     with the judge settings of `config` (a RunConfig), into compare-<name>/together/.
@@ -738,7 +832,9 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
     The bootstrap's resamples, seed and confidence are `aggregate`'s when given (evaluate
     passes its own [aggregate] section), else the first run's [aggregate] settings (their
     defaults for a run without config.toml), so a model's interval here is the one its own
-    report gives; `resamples` and `seed` (--resamples, --seed) override them."""
+    report gives; `resamples` and `seed` (--resamples, --seed) override them.
+    `allow_mixed_judges` (--allow-mixed-judges) ranks runs judged by different judges, marked
+    so everywhere, instead of refusing them."""
     results = Path(results or os.environ.get("EVALPIPE_RESULTS", "results"))
     # Values from a config file were checked when it was loaded; only the command line's are
     # checked here.
@@ -770,13 +866,27 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
     else:
         models = load_models(results, runs, configs)
     check_same_test_items(models)
-    board = build_leaderboard(models, name, bootstrap, mode)
+    board = build_leaderboard(models, name, bootstrap, mode, allow_mixed_judges)
     if mode == "together":
         board["positions"] = {"swap": summary["swap"], "rows": summary["positions"]}
         single = single_mode_models(results, runs, configs)
         if single is not None:
             check_same_test_items([models[0], *single])
-            board["modes"] = modes_side_by_side(models, single, board["models"], bootstrap)
+            # The single-mode ranking beside this one is a ranking too: one judge, or marked.
+            # (The same responses everywhere: no ranking in either mode.)
+            single_mismatches = judge_mismatches(single)
+            if board["comparison"] == "models":
+                if single_mismatches and not allow_mixed_judges:
+                    board["modes_note"] = (
+                        "Not shown: the runs' own single-mode judgments were not judged alike: "
+                        + "; ".join(map(mismatch_text, single_mismatches))
+                        + "; --allow-mixed-judges shows them.")
+                else:
+                    board["modes"] = modes_side_by_side(models, single, board["models"],
+                                                        bootstrap)
+                    if single_mismatches:
+                        board["modes_note"] = mixed_judges_text(single_mismatches,
+                                                                "The single-mode ranking")
             board["agreement"] += mode_agreements(models, single)
 
     images = {SCORES_PLOT: plot_scores(models, board["models"], out / SCORES_PLOT)}
@@ -801,8 +911,17 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
 def print_leaderboard(out: Path) -> None:
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     judged = ", judged together" if board.get("mode") == "together" else ""
-    print(f"compare: {len(board['models'])} models on {board['items']} items{judged} -> {out}/")
+    judges = board.get("comparison") == "judges"
+    if judges:
+        print(f"compare: judge comparison of {len(board['models'])} runs holding the same "
+              f"responses to {board['items']} items{judged}, no ranking -> {out}/")
+    else:
+        print(f"compare: {len(board['models'])} models on {board['items']} items{judged} "
+              f"-> {out}/")
+        for note in _notes(board):
+            print(f"  {note}")
     width = max(len(row["model"]) for row in board["models"])
     for row in board["models"]:
-        print(f"  {row['rank']}. {row['model']:<{width}}  mean {number(row['mean'])} "
+        place = "" if row["rank"] is None else f"{row['rank']}. "
+        print(f"  {place}{row['model']:<{width}}  mean {number(row['mean'])} "
               f"{interval(row['ci'])}  ({row['counted']} of {row['items']} items scored)")

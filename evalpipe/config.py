@@ -9,6 +9,7 @@ silently falls back to a default would make two runs look comparable when they a
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -147,7 +148,32 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.to_dict())
+        """The configuration as written to results/<run>/config.toml: without secrets."""
+        return tomli_w.dumps(without_secrets(self.to_dict()))
+
+
+# -- what may be written or printed ---------------------------------------------------------------
+
+# The user:password@ part of a URL; the password runs to the last "@" before the path.
+_URL_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@:]*:)[^/?#]*@")
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with the password of a user:password@ part shown as ***, for anything written
+    or printed (http://me:pw@host/v1 -> http://me:***@host/v1); other URLs unchanged."""
+    return _URL_PASSWORD.sub(r"\1***@", url, count=1)
+
+
+def without_secrets(values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A configuration's values (RunConfig.to_dict) as they may be written to results/:
+    judge.api_key emptied (empty means OPENAI_API_KEY, which is where a key belongs) and the
+    hosts' passwords masked. No stage key holds either: where the judge runs and how it logs
+    in does not change its answers."""
+    judge = dict(values["judge"])
+    judge["api_key"] = ""
+    judge["host"] = mask_url_password(judge["host"])
+    judge["hosts"] = [mask_url_password(host) for host in judge["hosts"]]
+    return {**values, "judge": judge}
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)

@@ -345,6 +345,30 @@ def test_repeats_and_canaries(tmp_path):
     assert text.count('<tr data-canary="bad">') == 2
 
 
+def test_empty_items_do_not_count_as_consistent_repeats(tmp_path):
+    """An empty response is never sent to the judge: its repeats' 0s are the book's rule, not
+    k answers that agree, so self-consistency leaves the item out."""
+    def repeated(id, state, scores, response="an answer"):
+        repeats = [{"seed": 123 + k, "state": state, "score": s, "raw_reply": None}
+                   for k, s in enumerate(scores)]
+        return record(id, state, scores[0], response, "an answer", 2, repeats=repeats)
+
+    records = [repeated("e1", "scored", [60, 80]), repeated("e2", "scored", [50, 50]),
+               repeated("e3", "empty", [0, 0], response=""),
+               repeated("e4", "empty", [0, 0], response="")]
+    config, paths = judged_run(tmp_path, records, repeats=2,
+                               overrides=[*IMPORTED, "judge.repeats=2", "judge.canaries=false"])
+    (paths / "judge/canaries.jsonl").unlink()
+    summary = run_stage(config, paths)
+    # sds: e1 14.1421 (60, 80), e2 0; e3 and e4 were never asked and are not compared
+    # (counted as agreeing they would give 4 items, mean sd 3.5355, share_differ 0.25)
+    assert summary["self_consistency"] == {"repeats": 2, "items_compared": 2,
+                                           "mean_sd": 7.0711, "max_sd": 14.1421,
+                                           "share_differ": 0.5}
+    text, report = read_report(paths)
+    assert report.cells["e3"][COLUMN["score"]] == "0repeats: —, —"
+
+
 def test_without_canaries_the_stage_does_not_ask_for_them(tmp_path):
     config, paths = judged_run(tmp_path, HAND_MADE, overrides=[*IMPORTED, "judge.canaries=false"])
     (paths / "judge/canaries.jsonl").unlink()

@@ -280,7 +280,7 @@ def test_runs_without_fine_tuning_and_a_name_of_ones_own(tmp_path, capsys):
     results = tmp_path / "results"
     write_run(results, "x", [judged(item, "Bonjour", "scored", 40) for item in ITEMS],
               base="gpt2")
-    write_run(results, "y", [judged(item, "Bonjour", "scored", 60) for item in ITEMS],
+    write_run(results, "y", [judged(item, "Salut", "scored", 60) for item in ITEMS],
               base="gpt2-large")
     assert main(["compare", "x", "y", "--results", str(results), "--name", "mine",
                  "--resamples", "50"]) == 0
@@ -293,9 +293,8 @@ def test_runs_without_fine_tuning_and_a_name_of_ones_own(tmp_path, capsys):
     assert board["pairs"][0]["ci"] == [20.0, 20.0]
     assert board["pairs"][0]["wins"]["a_share"] == 1.0
     assert board["loss_correlation"] == {"models": 0, "spearman": None, "kendall": None}
-    # identical responses judged by the same judge: a rerun, and its agreement is shown
-    assert board["agreement"][0]["differs"] == ["nothing: the same judge settings twice"]
-    assert board["plots"] == ["scores.png", "judges.png"]
+    assert (board["comparison"], board["mixed_judges"], board["agreement"]) == ("models", None, [])
+    assert board["plots"] == ["scores.png"]
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "| 1 | y | imported from responses.json | n/a | n/a | 60.00 | [60.00, 60.00] |" in markdown
     assert ("Not computed: it needs at least 3 models with a fine-tuned test loss and a mean "
@@ -325,6 +324,17 @@ def test_agreement_between_two_judges_and_between_repeats(tmp_path):
     assert done.returncode == 0, done.stderr
     out = results / "compare-llama-vs-qwen"
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    # The same responses judged twice: a comparison of judges, not of models. Each judge's mean
+    # is shown in the order named, with no rank and no pairs; different judges are its point,
+    # so nothing is refused and nothing is "mixed".
+    assert (board["comparison"], board["mixed_judges"], board["pairs"]) == ("judges", None, [])
+    assert [(row["rank"], row["model"], row["mean"]) for row in board["models"]] == [
+        (None, "llama", 70.0), (None, "qwen", 65.0)]
+    assert done.stdout.splitlines()[0] == (
+        f"compare: judge comparison of 2 runs holding the same responses to 4 items, "
+        f"no ranking -> {out}/")
+    assert [line.split(" mean")[0].rstrip() for line in done.stdout.splitlines()[1:]] == [
+        "  llama", "  qwen"]
     # llama 90, 100, 10, 80 against qwen 80, 100, 20, 60:
     # mean |d| (10 + 0 + 10 + 20) / 4 = 10.
     # Pearson: deviations 20, 30, -60, 10 and 15, 35, -45, -5: 4000 / sqrt(5000 * 3500).
@@ -355,6 +365,102 @@ def test_agreement_between_two_judges_and_between_repeats(tmp_path):
             "0.919 |") in markdown
     assert ("| llama repeat 1 | llama repeat 2 | seed 123 vs 124 | 3 | 0.995 | 1.000 | 1.000 | "
             "8.33 | 0.921 |") in markdown
+    lines = markdown.splitlines()
+    assert lines[0] == "# Judge comparison llama-vs-qwen"
+    assert lines[2] == JUDGE_COMPARISON_TEXT
+    assert "## Leaderboard" not in lines and "## Pairs" not in lines
+    assert "## Scores by judge" in lines
+    assert "| n/a | llama | gpt2-medium |" in markdown
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert "<h1>Comparison" not in page and "<h2>Leaderboard</h2>" not in page
+    assert "<h1>Judge comparison llama-vs-qwen</h1>" in page
+    assert f"<p>{JUDGE_COMPARISON_TEXT}</p>" in page
+
+
+def test_the_same_judge_twice_is_a_judge_comparison_too(tmp_path):
+    """Identical responses with identical judge settings: the judge's determinism, not two
+    models; no ranking either."""
+    results = tmp_path / "results"
+    write_run(results, "x", [judged(item, "Bonjour", "scored", 40) for item in ITEMS], "gpt2")
+    write_run(results, "y", [judged(item, "Bonjour", "scored", 60) for item in ITEMS], "gpt2")
+    assert main(["compare", "x", "y", "--results", str(results), "--resamples", "50"]) == 0
+    board = json.loads((results / "compare-x-vs-y/leaderboard.json").read_text(
+        encoding="utf-8"))
+    assert (board["comparison"], board["pairs"]) == ("judges", [])
+    assert [row["rank"] for row in board["models"]] == [None, None]
+    assert board["agreement"][0]["differs"] == ["nothing: the same judge settings twice"]
+    assert board["plots"] == ["scores.png", "judges.png"]
+
+
+# -- one judge per ranking ----------------------------------------------------------------------
+
+JUDGE_COMPARISON_TEXT = (
+    "Every run holds the same responses to every item: this compares the judges (see Judge "
+    "agreement), not models, so no ranking is made.")
+
+
+def test_runs_judged_by_different_judges_are_not_ranked_unless_allowed(
+        run_env, instruction_data, book_responses, gpt2_tokenizer, capsys):
+    """Two runs judged by stand-in Ollama servers whose llama3 has another digest (pulled
+    anew): their scales need not match, so a ranking of the two is refused, or, when asked
+    for, marked mixed in every output."""
+    from standins import OllamaStandIn
+
+    smoke = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+    book = json.loads(book_responses.read_text(encoding="utf-8"))
+    perfect = run_env / "perfect.json"  # other responses: the references themselves
+    perfect.write_text(json.dumps([{**r, "model_response": r["output"]} for r in book]),
+                       encoding="utf-8")
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    for run, responses, digest in (("a", book_responses, old), ("b", perfect, new)):
+        with OllamaStandIn(models={"llama3:latest": digest}) as judge:
+            assert main(["evaluate", "--config", str(smoke), "--run", run,
+                         "--set", f"data.source={instruction_data}",
+                         "--set", f"generate.from_file={responses}",
+                         "--set", f"judge.host={judge.url}", "--set", "judge.canaries=false"]) == 0
+    capsys.readouterr()
+
+    difference = f"digest {old} vs {new}"
+    assert main(["compare", "a", "b"]) == 1
+    assert capsys.readouterr().err == (
+        f"evalpipe: error: runs a and b were judged differently ({difference}); a ranking "
+        "needs one judge for every run: judge them alike, or give --allow-mixed-judges\n")
+    assert not (run_env / "results/compare-a-vs-b").exists()
+
+    assert main(["compare", "a", "b", "--allow-mixed-judges"]) == 0
+    out = run_env / "results/compare-a-vs-b"
+    printed = capsys.readouterr().out.splitlines()
+    note = (f"Mixed judges: runs a and b were judged differently ({difference}). This ranking "
+            "sets scores of different judges side by side (--allow-mixed-judges): a difference "
+            "between two models may come from their judges.")
+    assert printed[:2] == [f"compare: 2 models on 110 items -> {out}/", f"  {note}"]
+    assert [line.split("  mean")[0] for line in printed[2:]] == ["  1. b", "  2. a"]
+    board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    assert (board["comparison"], board["mixed_judges"]) == (
+        "models", [{"a": "a", "b": "b", "differs": [difference]}])
+    assert [row["judge"]["digest"] for row in board["models"]] == [new, old]
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    assert markdown[:5] == ["# Comparison a-vs-b", "", f"**{note}**", "", markdown[4]]
+    assert markdown[4].startswith("2 runs on the same 110 test items.")
+    assert f"<p class=\"mixed\"><b>{note}</b></p>" in (out / "compare.html").read_text(
+        encoding="utf-8")
+
+    # One judge for both: an ordinary ranking, nothing said about judges.
+    with OllamaStandIn(models={"llama3:latest": old}) as judge:
+        assert main(["judge", "--config", str(smoke), "--run", "b",
+                     "--set", f"data.source={instruction_data}",
+                     "--set", f"generate.from_file={perfect}",
+                     "--set", f"judge.host={judge.url}", "--set", "judge.canaries=false",
+                     "--force"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "a", "b"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"compare: 2 models on 110 items -> {out}/"
+    assert printed[1].startswith("  1. b  mean 100.00")
+    board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    assert board["mixed_judges"] is None
+    assert "Mixed judges" not in (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "Mixed judges" not in (out / "compare.html").read_text(encoding="utf-8")
 
 
 # -- the consistency check ----------------------------------------------------------------------
@@ -513,8 +619,8 @@ def test_the_confidence_level_is_the_first_runs_too(tmp_path):
     from evalpipe import stats
 
     results = tmp_path / "results"
-    for name, step in (("x", 10), ("y", 20)):
-        write_run(results, name, [judged(item, "Bonjour", "scored", step * i)
+    for name, step in (("x", 10), ("y", 20)):  # responses of their own: two models
+        write_run(results, name, [judged(item, f"Bonjour {name}", "scored", step * i)
                                   for i, item in enumerate(ITEMS)], base="gpt2")
     config = RunConfig()
     config.aggregate.bootstrap_resamples, config.aggregate.seed = 300, 7

@@ -641,6 +641,41 @@ def test_both_modes_side_by_side(runs, capsys):
     assert len(cards.positions) == 26  # every scored response, none for the empty ones
 
 
+def test_single_mode_rankings_by_different_judges_are_not_set_beside(runs, capsys):
+    """The single-mode ranking beside a together one is a ranking too: when the runs' own
+    judgments were made by different judges it is left out, or marked mixed on request."""
+    other = "sha256:" + "c" * 64
+    for model in MODELS:  # c's judge is llama3 pulled anew: another digest
+        models = {"llama3:latest": other} if model == "c" else None
+        with OllamaStandIn(models=models) as standin:
+            assert main(["judge", "--config", str(runs / model / "config.toml"), "--run", model,
+                         "--set", f"judge.host={standin.url}",
+                         "--set", "judge.canaries=false"]) == 0
+    digest = read_jsonl(runs / "a/judge/scores.jsonl")[0]["judge_digest"]
+    mismatch = f"runs a and c were judged differently (digest {digest} vs {other})"
+    with OllamaStandIn(together_judge) as standin:
+        assert compare(standin.url) == 0
+        board = json.loads((runs / OUT / "leaderboard.json").read_text())
+        assert board["modes"] is None
+        note = ("Not shown: the runs' own single-mode judgments were not judged alike: "
+                f"{mismatch}; --allow-mixed-judges shows them.")
+        assert board["modes_note"] == note
+        markdown = (runs / OUT / "leaderboard.md").read_text()
+        assert f"## Modes side by side\n\n**{note}**\n" in markdown
+        # the together ranking itself had one judge: not mixed
+        assert (board["comparison"], board["mixed_judges"]) == ("models", None)
+
+        assert compare(standin.url, extra=["--allow-mixed-judges"]) == 0
+    board = json.loads((runs / OUT / "leaderboard.json").read_text())
+    assert [row["model"] for row in board["modes"]["models"]] == ["a", "c", "b"]
+    assert board["modes_note"] == (
+        f"Mixed judges: {mismatch}. The "
+        "single-mode ranking sets scores of different judges side by side "
+        "(--allow-mixed-judges): a difference between two models may come from their judges.")
+    assert f'<p class="mixed"><b>{board["modes_note"]}</b></p>' in (
+        runs / OUT / "compare.html").read_text()
+
+
 def test_an_openai_compatible_server(runs):
     with OpenAIStandIn(together_judge) as standin:
         assert compare(standin.url, "judge.backend='openai'", "judge.model='gpt-4o-mini'") == 0
