@@ -21,8 +21,12 @@ def resolve_device(name: str):
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalpipeError("device 'cuda' asked for, but torch sees no CUDA device")
+    if name.partition(":")[0] == "cuda":  # "cuda" or "cuda:N", the N-th GPU from 0
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise EvalpipeError(f"device {name!r} asked for, but torch sees "
+                                f"{count or 'no'} CUDA device{'' if count == 1 else 's'}")
     if name == "mps" and not (getattr(torch.backends, "mps", None)
                               and torch.backends.mps.is_available()):
         raise EvalpipeError("device 'mps' asked for, but torch sees no MPS device")

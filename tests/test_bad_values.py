@@ -170,3 +170,17 @@ def test_sources_that_make_sense_are_kept(source, url):
     from evalpipe.prepare import is_url
 
     assert is_url(source) is url
+
+
+def test_a_gpu_that_is_not_there_is_one_line(prepared):
+    """"cuda:1" is a valid name (config.py), so only the run finds the second GPU missing."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        pytest.skip("this machine has a second GPU")
+    folder, source = prepared
+    result = evalpipe(folder, "finetune", source, "finetune.device=cuda:1")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    expected = f"evalpipe: error: device 'cuda:1' asked for, but torch sees {count or 'no'} CUDA "
+    assert (result.returncode, result.stderr.startswith(expected)) == (1, True), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
