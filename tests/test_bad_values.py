@@ -184,3 +184,16 @@ def test_a_gpu_that_is_not_there_is_one_line(prepared):
     expected = f"evalpipe: error: device 'cuda:1' asked for, but torch sees {count or 'no'} CUDA "
     assert (result.returncode, result.stderr.startswith(expected)) == (1, True), result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_generate_goes_on_past_a_line_torn_mid_character(prepared):
+    """A kill inside a multi-byte character leaves a last line that is not even UTF-8: it is
+    the line being written, dropped like any cut line, and the stage runs to the end."""
+    folder, source = prepared
+    torn = '{"id": "a", "response": "☕'.encode()[:-1]
+    write_partial(torn)(folder)
+    result = evalpipe(folder, "generate", source, *GENERATE_WITH_RANDOM_WEIGHTS, force=True)
+    assert result.returncode == 0, result.stderr
+    responses = (folder / "results/smoke/generate/responses.jsonl").read_text().splitlines()
+    assert len(responses) == 110
+    assert not (folder / PARTIAL).exists()
