@@ -262,6 +262,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
         _apply(config, values, str(path))
+        try:  # the file alone first, so that an error in it names the file
+            validate(config)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     for text in overrides:
         section, key, value = parse_override(text)
         _apply(config, {section: {key: value}}, "--set")

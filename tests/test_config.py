@@ -100,6 +100,15 @@ def test_bad_files_name_the_file_and_the_key(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"nope.toml: config file not found"):
         load_config(tmp_path / "nope.toml")
+    # A value out of range in the file: the file is named (a run's config.toml read by
+    # compare is no command line of the user's).
+    path = write(tmp_path, "[finetune]\nlr = -1\n")
+    with pytest.raises(ConfigError, match=r"^\S*run.toml: finetune.lr: must be more than 0, "
+                                          r"got -1.0$"):
+        load_config(path)
+    # A file that is fine with a bad --set: the key alone, as from any --set.
+    with pytest.raises(ConfigError, match=r"^finetune.lr: must be more than 0, got -1.0$"):
+        load_config(REPO / "configs/smoke.toml", ["finetune.lr=-1"])
 
 
 def test_resolved_config_round_trips_through_toml(tmp_path):
