@@ -296,11 +296,13 @@ RANGES = {
     ("data", "seed"): AT_LEAST_0,
     ("data", "train_fraction"): FRACTION,
     ("data", "test_fraction"): FRACTION,
-    ("model", "emb_dim"): AT_LEAST_0,  # the shape keys: 0 = from the checkpoint
+    ("model", "emb_dim"): AT_LEAST_0,  # the shape keys: 0 = not set (see ModelConfig)
     ("model", "n_layers"): AT_LEAST_0,
     ("model", "n_heads"): AT_LEAST_0,
     ("model", "context_length"): AT_LEAST_0,
-    ("model", "vocab_size"): AT_LEAST_0,
+    # Every run tokenizes with GPT-2's tokenizer: a smaller vocabulary cannot embed its ids.
+    ("model", "vocab_size"): (lambda value: value == 0 or value >= 50257,
+                              "be 0 or at least 50257 (the GPT-2 tokenizer's vocabulary)"),
     ("model", "drop_rate"): (lambda value: 0 <= value < 1, "be 0 or more and less than 1"),
     ("finetune", "epochs"): AT_LEAST_1,
     ("finetune", "batch_size"): AT_LEAST_1,

@@ -48,6 +48,9 @@ def load_base(config: RunConfig, spec: str | None = None):
     overrides = config.model.shape_overrides()
     if spec == RANDOM_BASE:
         shape = dataclasses.replace(PRESETS["gpt2"], **overrides, drop_rate=config.model.drop_rate)
+        if shape.emb_dim % shape.n_heads:  # model.emb_dim unset: GPT-2 124M's 768
+            raise EvalpipeError(f"model.n_heads: {shape.n_heads} does not divide the width "
+                                f"{shape.emb_dim} of model.base = 'random' (model.emb_dim)")
         torch.manual_seed(config.finetune.seed)
         model = GPTModel(shape)
         return LoadedModel(model=model, config=shape, source=f"random weights, seed "

@@ -99,6 +99,11 @@ CASES = {
                                "aggregate.bootstrap_resamples"),
     "heads that do not divide the width": ("finetune", ["model.n_heads=5"], None,
                                            "model.n_heads"),
+    "heads that do not divide random weights' width": (
+        "generate", [*GENERATE_WITH_RANDOM_WEIGHTS, "model.emb_dim=0", "model.n_heads=5"], None,
+        "model.n_heads: 5 does not divide the width 768"),
+    "a vocabulary smaller than the tokenizer's": ("finetune", ["model.vocab_size=100"], None,
+                                                  "model.vocab_size"),
     "unknown model device": ("finetune", ["model.device=gpu9"], None, "model.device"),
     "unknown finetune device": ("finetune", ["finetune.device=tpu"], None, "finetune.device"),
     "unknown generate device": ("generate", ["generate.device=xyz"], None, "generate.device"),

@@ -76,6 +76,8 @@ def test_an_int_is_accepted_for_a_float():
     ("generate.max_new_tokens=0", "generate.max_new_tokens: must be at least 1, got 0"),
     ("model.drop_rate=1", "model.drop_rate: must be 0 or more and less than 1, got 1.0"),
     ("model.emb_dim=-64", "model.emb_dim: must be 0 or more, got -64"),
+    ("model.vocab_size=100", "model.vocab_size: must be 0 or at least 50257 (the GPT-2 "
+                             "tokenizer's vocabulary), got 100"),
     ("data.seed=-1", "data.seed: must be 0 or more, got -1"),
     ("data.test_fraction=0", "data.test_fraction: must lie between 0 and 1, exclusive, got 0.0"),
     ("aggregate.bootstrap_resamples=99", "aggregate.bootstrap_resamples: must be at least 100"),
@@ -143,7 +145,7 @@ def test_values_that_make_sense_are_kept():
                 "finetune.num_threads=0", "finetune.weight_decay=0", "generate.top_k=0",
                 "generate.temperature=0", "generate.max_new_tokens=1", "judge.retries=0",
                 "model.drop_rate=0.0", "model.n_heads=16", "model.emb_dim=1024",
-                "aggregate.bootstrap_resamples=100", "aggregate.seed=0", "finetune.seed=0",
-                "model.device=cuda:1", "finetune.device=cpu", "generate.device=mps"]
+                "model.vocab_size=50304", "aggregate.bootstrap_resamples=100",
+                "aggregate.seed=0", "finetune.seed=0", "model.device=cuda:1", "finetune.device=cpu", "generate.device=mps"]
     config = load_config(None, settings)
     assert (config.generate.top_k, config.judge.retries, config.model.device) == (0, 0, "cuda:1")

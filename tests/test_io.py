@@ -108,7 +108,8 @@ def test_a_progress_file_damaged_before_its_last_line_names_the_line(tmp_path):
     with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: not UTF-8 text$"):
         read_partial_jsonl(path)
     path.write_bytes(b'{"id": 1}\n{"id": \n{"id": 3}\n')
-    with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: not valid JSON \(Expecting value\)$"):
+    with pytest.raises(DataError,
+                       match=r"^.*p\.jsonl: line 2: not valid JSON \(Expecting value\)$"):
         read_partial_jsonl(path)
     path.write_bytes(b'{"id": 1}\n[1, 2]\n{"id": 3}\n')
     with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: expected a JSON object$"):
