@@ -1,10 +1,11 @@
 """Every bad value ends in one line, through the real command line: exit code 1, a single
 `evalpipe: error: ...` line on stderr naming the key or the file, and no traceback.
 
-Each case is one `python -m evalpipe` subprocess in a working folder of its own (as a user
-runs it). Configuration errors come when the config is loaded, before any stage runs; the
-cases that need files of a run (a progress file, a base model's config.json) share one run,
-prepared once, and generate with random weights, so that no case waits on long work.
+Each case is one `python -m evalpipe` subprocess, run as a user runs it, in a working folder
+with its own results/ and datasets/ (as tests/conftest.py's run_env). Configuration errors come
+when the config is loaded, before any stage runs; the cases that need files of a run (a
+progress file, a base model's config.json) share one run, prepared once, and generate with
+random weights or a tiny model, so that no case waits on long work before its error.
 """
 
 from __future__ import annotations
