@@ -9,6 +9,7 @@ silently falls back to a default would make two runs look comparable when they a
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import types
@@ -286,6 +287,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
         _apply(config, values, str(path))
+        try:  # the file alone first, so that an error in it names the file
+            validate(config)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     for text in overrides:
         section, key, value = parse_override(text)
         _apply(config, {section: {key: value}}, "--set")
@@ -305,8 +310,58 @@ CHOICES = {
 }
 
 
+# The range of every numeric key: (test, what it must do). 0 means "off" or "not set" where
+# the key's comment says so; seeds are 0 or more because numpy's generators take no negative
+# seed. tests/test_config.py checks that no int or float key of a section is missing here.
+AT_LEAST_0 = (lambda value: value >= 0, "be 0 or more")
+AT_LEAST_1 = (lambda value: value >= 1, "be at least 1")
+ABOVE_0 = (lambda value: value > 0, "be more than 0")
+FRACTION = (lambda value: 0 < value < 1, "lie between 0 and 1, exclusive")
+RANGES = {
+    ("data", "seed"): AT_LEAST_0,
+    ("data", "train_fraction"): FRACTION,
+    ("data", "test_fraction"): FRACTION,
+    ("model", "emb_dim"): AT_LEAST_0,  # the shape keys: 0 = not set (see ModelConfig)
+    ("model", "n_layers"): AT_LEAST_0,
+    ("model", "n_heads"): AT_LEAST_0,
+    ("model", "context_length"): AT_LEAST_0,
+    # Every run tokenizes with GPT-2's tokenizer: a smaller vocabulary cannot embed its ids.
+    ("model", "vocab_size"): (lambda value: value == 0 or value >= 50257,
+                              "be 0 or at least 50257 (the GPT-2 tokenizer's vocabulary)"),
+    ("model", "drop_rate"): (lambda value: 0 <= value < 1, "be 0 or more and less than 1"),
+    ("finetune", "epochs"): AT_LEAST_1,
+    ("finetune", "batch_size"): AT_LEAST_1,
+    ("finetune", "lr"): ABOVE_0,
+    ("finetune", "weight_decay"): AT_LEAST_0,
+    ("finetune", "seed"): AT_LEAST_0,
+    ("finetune", "max_length"): AT_LEAST_0,
+    ("finetune", "eval_interval"): AT_LEAST_0,
+    ("finetune", "early_stopping"): AT_LEAST_0,
+    ("finetune", "checkpoint_interval"): AT_LEAST_0,
+    ("finetune", "max_steps"): AT_LEAST_0,
+    ("finetune", "num_threads"): AT_LEAST_0,
+    # 0 new tokens would make every response empty: a run that scores 0 without a word.
+    ("generate", "max_new_tokens"): AT_LEAST_1,
+    ("generate", "temperature"): AT_LEAST_0,
+    ("generate", "top_k"): AT_LEAST_0,
+    ("generate", "seed"): AT_LEAST_0,
+    ("generate", "batch_size"): AT_LEAST_1,
+    ("judge", "timeout"): ABOVE_0,
+    ("judge", "retries"): AT_LEAST_0,
+    ("judge", "concurrency"): AT_LEAST_1,
+    ("judge", "repeats"): AT_LEAST_1,
+    # Fewer resamples leave the interval's ends to a handful of draws: noise, not an interval.
+    ("aggregate", "bootstrap_resamples"): (lambda value: value >= 100, "be at least 100"),
+    ("aggregate", "seed"): AT_LEAST_0,
+    ("aggregate", "confidence"): (lambda value: 0 < value < 1,
+                                  "lie between 0 and 1 (0.95 for a 95% interval)"),
+}
+DEVICE_KEYS = (("model", "device"), ("finetune", "device"), ("generate", "device"))
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # torch's names; "cuda:1" is the second GPU
+
+
 def validate(config: RunConfig) -> None:
-    """Checks that need more than a type: allowed words and sensible ranges."""
+    """Checks that need more than a type: allowed words and the ranges above."""
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in allowed:
@@ -314,18 +369,21 @@ def validate(config: RunConfig) -> None:
                 f"{section}.{key}: expected one of {', '.join(repr(a) for a in allowed)}, "
                 f"got {value!r}"
             )
+    for (section, key), (fits, expected) in RANGES.items():
+        value = getattr(getattr(config, section), key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{key}: must be a finite number, got {value}")
+        if not fits(value):
+            raise ConfigError(f"{section}.{key}: must {expected}, got {value}")
     data = config.data
-    if not (0 < data.train_fraction < 1 and 0 < data.test_fraction < 1):
-        raise ConfigError("data.train_fraction and data.test_fraction must lie between 0 and 1")
     if data.train_fraction + data.test_fraction > 1:
         raise ConfigError("data.train_fraction + data.test_fraction must not exceed 1")
-    if config.aggregate.seed < 0:
-        raise ConfigError(f"aggregate.seed: must be 0 or more, got {config.aggregate.seed}")
-    if not 0 < config.aggregate.confidence < 1:
-        raise ConfigError(f"aggregate.confidence: must lie between 0 and 1 (0.95 for a 95% interval), "
-                          f"got {config.aggregate.confidence}")
-    for section, key in [("finetune", "epochs"), ("finetune", "batch_size"),
-                         ("generate", "batch_size"), ("judge", "concurrency"),
-                         ("judge", "repeats"), ("aggregate", "bootstrap_resamples")]:
-        if getattr(getattr(config, section), key) < 1:
-            raise ConfigError(f"{section}.{key}: must be at least 1")
+    model = config.model
+    if model.emb_dim and model.n_heads and model.emb_dim % model.n_heads:
+        raise ConfigError(f"model.n_heads: {model.n_heads} does not divide model.emb_dim "
+                          f"{model.emb_dim}")
+    for section, key in DEVICE_KEYS:
+        value = getattr(getattr(config, section), key)
+        if not DEVICE.fullmatch(value):
+            raise ConfigError(f"{section}.{key}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                              f"'mps', got {value!r}")

@@ -142,24 +142,39 @@ def read_records(path: str | Path) -> list[dict]:
 def read_partial_jsonl(path: str | Path) -> list[dict]:
     """Read an append-only progress file, dropping a last line cut short by a kill.
 
-    Only the final line can be incomplete (every earlier line was flushed whole), so a bad
-    line anywhere else is real corruption and raises.
+    Every line is written whole with its newline, so only a last line without one can be
+    incomplete, cut anywhere, even inside a multi-byte character; it is dropped, as
+    JsonlAppender cuts it. A bad line anywhere else is real corruption and raises, naming the
+    line. Lines are split at b"\n" alone: JSON text may hold U+2028 or U+0085 unescaped,
+    where str.splitlines would also split.
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().split(b"\n")
+    torn = lines.pop()  # b"" after a final newline, else the line a kill cut short
     records = []
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        if line.strip():
+            records.append(_partial_record(line, path, number))
+    if torn.strip():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # the line being written when the run was killed
-            raise DataError(f"{path}: line {number}: not valid JSON") from None
+            records.append(_partial_record(torn, path, len(lines) + 1))
+        except DataError:
+            pass  # the line being written when the run was killed
     return records
+
+
+def _partial_record(line: bytes, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: line {number}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: line {number}: not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: line {number}: expected a JSON object")
+    return record
 
 
 class JsonlAppender:

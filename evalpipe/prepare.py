@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 from urllib.parse import urlparse
 
-from evalpipe.config import RunConfig
+from evalpipe.config import ConfigError, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import DataError, atomic_open, read_records, sha256_file, write_json, write_jsonl
 from evalpipe.pipeline import RunPaths
@@ -77,8 +78,32 @@ def run(config: RunConfig, paths: RunPaths) -> None:
 
 # -- the source ---------------------------------------------------------------------------------
 
+# "scheme://": a source written as a URL, even with a scheme this stage does not download.
+URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+HOST = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+")  # a name (IDN too) or an IP address (v4 or v6)
+
+
 def is_url(source: str) -> bool:
-    return urlparse(source).scheme in ("http", "https")
+    """Whether data.source is a URL to download rather than a local path. A source written as
+    a URL that is not a valid http(s) URL is an error naming it: taken for a path, "htp://x"
+    would only fail as a missing file, and httpx would fail on "https://" with a traceback."""
+    parsed = urlparse(source)
+    if not (URL_LIKE.match(source) or parsed.scheme in ("http", "https")):
+        return False
+    try:
+        port_ok = parsed.port is None or parsed.port > 0  # .port raises for "x:99999", "x:a"
+    except ValueError:
+        port_ok = False
+    if parsed.scheme not in ("http", "https"):
+        why = "only http:// and https:// URLs are downloaded"
+    elif not parsed.hostname or not HOST.fullmatch(parsed.hostname):
+        why = "no valid host name"
+    elif not port_ok:
+        why = "no valid port"
+    else:
+        return True
+    raise ConfigError(f"data.source: {source!r} is not a valid URL ({why}); give an http(s) "
+                      f"URL or a local path")
 
 
 def source_path(config: RunConfig, paths: RunPaths) -> Path:

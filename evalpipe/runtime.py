@@ -21,8 +21,12 @@ def resolve_device(name: str):
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalpipeError("device 'cuda' asked for, but torch sees no CUDA device")
+    if name.partition(":")[0] == "cuda":  # "cuda" or "cuda:N", the N-th GPU from 0
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise EvalpipeError(f"device {name!r} asked for, but torch sees "
+                                f"{count or 'no'} CUDA device{'' if count == 1 else 's'}")
     if name == "mps" and not (getattr(torch.backends, "mps", None)
                               and torch.backends.mps.is_available()):
         raise EvalpipeError("device 'mps' asked for, but torch sees no MPS device")
@@ -44,6 +48,9 @@ def load_base(config: RunConfig, spec: str | None = None):
     overrides = config.model.shape_overrides()
     if spec == RANDOM_BASE:
         shape = dataclasses.replace(PRESETS["gpt2"], **overrides, drop_rate=config.model.drop_rate)
+        if shape.emb_dim % shape.n_heads:  # model.emb_dim unset: GPT-2 124M's 768
+            raise EvalpipeError(f"model.n_heads: {shape.n_heads} does not divide the width "
+                                f"{shape.emb_dim} of model.base = 'random' (model.emb_dim)")
         torch.manual_seed(config.finetune.seed)
         model = GPTModel(shape)
         return LoadedModel(model=model, config=shape, source=f"random weights, seed "

@@ -267,9 +267,22 @@ def _declared_shape(values: dict, path: Path) -> dict:
     if values.get("model_type", "gpt2") != "gpt2":
         raise WeightsError(f"{path}: model_type {values['model_type']!r} is not GPT-2; only "
                            f"GPT-2-architecture models load")
+    architectures = values.get("architectures", [])
+    if not (isinstance(architectures, list) and all(
+            isinstance(name, str) and name.startswith("GPT2") for name in architectures)):
+        raise WeightsError(f"{path}: architectures {architectures!r} is not GPT-2; only "
+                           f"GPT-2-architecture models load")
     if values.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise WeightsError(f"{path}: activation_function {values['activation_function']!r}; "
                            f"this GPT-2 uses the tanh GELU (gelu_new)")
+    _check_declared_types(values, path)
+    if values.get("model_type") == "gpt2" or any(name in values for name in HF_REQUIRED):
+        # Every config.json transformers writes has all three: one without them is damaged,
+        # and a head count guessed from GPT-2's sizes could be silently wrong.
+        for name in HF_REQUIRED:
+            if name not in values:
+                raise WeightsError(f"{path}: {name} is missing (a GPT-2 config.json names "
+                                   f"{', '.join(HF_REQUIRED)})")
     shape = {field: values[name] for name, field in hf_names.items() if name in values}
     if "n_positions" not in values and "n_ctx" in values:  # older GPT-2 configs
         shape["context_length"] = values["n_ctx"]
@@ -283,6 +296,28 @@ def _declared_shape(values: dict, path: Path) -> dict:
         raise WeightsError(f"{path} names no model shape (n_embd/n_layer/n_head or "
                            f"emb_dim/n_layers/n_heads)")
     return shape
+
+
+HF_REQUIRED = ("n_embd", "n_layer", "n_head")
+SIZE_KEYS = ("n_embd", "n_layer", "n_head", "n_positions", "n_ctx", "vocab_size",
+             "emb_dim", "n_layers", "n_heads", "context_length")
+FLAG_KEYS = ("tie_word_embeddings", "qkv_bias", "tie_weights")
+
+
+def _check_declared_types(values: dict, path: Path) -> None:
+    """The shape keys of a JSON config, in either naming, have the types GPTConfig needs: a
+    string "768" or a 12.5 would otherwise fail deep inside torch, with a traceback."""
+    for name in SIZE_KEYS:
+        value = values.get(name)
+        if name in values and not (type(value) is int and value >= 1):
+            raise WeightsError(f"{path}: {name}: expected a positive integer, got {value!r}")
+    for name in FLAG_KEYS:
+        if name in values and not isinstance(values[name], bool):
+            raise WeightsError(f"{path}: {name}: expected true or false, got {values[name]!r}")
+    rate = values.get("drop_rate", 0.0)
+    if not (type(rate) in (int, float) and 0 <= rate < 1):
+        raise WeightsError(f"{path}: drop_rate: expected a number from 0 to below 1, got "
+                           f"{rate!r}")
 
 
 def _resolve_config(state: dict, declared: tuple[dict, Path] | None, overrides: dict,

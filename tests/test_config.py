@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,19 @@ def test_an_int_is_accepted_for_a_float():
     ("data.split=random", "data.split: expected one of 'book', 'shuffle', got 'random'"),
     ("judge.backend=vllm", "judge.backend: expected one of 'ollama', 'openai', 'llamacpp', got"),
     ("finetune.batch_size=0", "finetune.batch_size: must be at least 1"),
+    ("finetune.lr=0", "finetune.lr: must be more than 0, got 0.0"),
+    ("judge.timeout=inf", "judge.timeout: must be a finite number, got inf"),
+    ("finetune.weight_decay=nan", "finetune.weight_decay: must be a finite number, got nan"),
+    ("generate.max_new_tokens=0", "generate.max_new_tokens: must be at least 1, got 0"),
+    ("model.drop_rate=1", "model.drop_rate: must be 0 or more and less than 1, got 1.0"),
+    ("model.emb_dim=-64", "model.emb_dim: must be 0 or more, got -64"),
+    ("model.vocab_size=100", "model.vocab_size: must be 0 or at least 50257 (the GPT-2 "
+                             "tokenizer's vocabulary), got 100"),
+    ("data.seed=-1", "data.seed: must be 0 or more, got -1"),
+    ("data.test_fraction=0", "data.test_fraction: must lie between 0 and 1, exclusive, got 0.0"),
+    ("aggregate.bootstrap_resamples=99", "aggregate.bootstrap_resamples: must be at least 100"),
+    ("generate.device=cuda1", "generate.device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                              "'mps', got 'cuda1'"),
 ])
 def test_bad_overrides_name_the_key_and_the_expected_type(override, message):
     with pytest.raises(ConfigError) as err:
@@ -88,6 +102,15 @@ def test_bad_files_name_the_file_and_the_key(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"nope.toml: config file not found"):
         load_config(tmp_path / "nope.toml")
+    # A value out of range in the file: the file is named (a run's config.toml read by
+    # compare is no command line of the user's).
+    path = write(tmp_path, "[finetune]\nlr = -1\n")
+    with pytest.raises(ConfigError, match=r"^\S*run.toml: finetune.lr: must be more than 0, "
+                                          r"got -1.0$"):
+        load_config(path)
+    # A file that is fine with a bad --set: the key alone, as from any --set.
+    with pytest.raises(ConfigError, match=r"^finetune.lr: must be more than 0, got -1.0$"):
+        load_config(REPO / "configs/smoke.toml", ["finetune.lr=-1"])
 
 
 def test_resolved_config_round_trips_through_toml(tmp_path):
@@ -100,3 +123,29 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
 def test_a_negative_bootstrap_seed_is_refused():
     with pytest.raises(ConfigError, match=r"^aggregate.seed: must be 0 or more, got -1$"):
         load_config(None, ["aggregate.seed=-1"])
+
+
+def test_heads_must_divide_the_width_when_both_are_set():
+    with pytest.raises(ConfigError, match=r"^model.n_heads: 5 does not divide model.emb_dim 768$"):
+        load_config(None, ["model.emb_dim=768", "model.n_heads=5"])
+
+
+def test_every_numeric_key_has_a_range():
+    from evalpipe.config import RANGES, SECTIONS
+
+    numeric = {(section, field.name) for section, section_type in SECTIONS.items()
+               for field in dataclasses.fields(section_type) if field.type in ("int", "float")}
+    assert numeric == set(RANGES)
+
+
+def test_values_that_make_sense_are_kept():
+    """The edges of the ranges: 0 where it means "off" or "not set", a GPU by index."""
+    settings = ["finetune.eval_interval=0", "finetune.max_steps=0", "finetune.max_length=0",
+                "finetune.early_stopping=0", "finetune.checkpoint_interval=0",
+                "finetune.num_threads=0", "finetune.weight_decay=0", "generate.top_k=0",
+                "generate.temperature=0", "generate.max_new_tokens=1", "judge.retries=0",
+                "model.drop_rate=0.0", "model.n_heads=16", "model.emb_dim=1024",
+                "model.vocab_size=50304", "aggregate.bootstrap_resamples=100",
+                "aggregate.seed=0", "finetune.seed=0", "model.device=cuda:1", "finetune.device=cpu", "generate.device=mps"]
+    config = load_config(None, settings)
+    assert (config.generate.top_k, config.judge.retries, config.model.device) == (0, 0, "cuda:1")

@@ -87,3 +87,45 @@ def test_atomic_path_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_
             raise OSError("disk full")
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_a_kill_mid_character_leaves_a_torn_last_line_that_is_dropped(tmp_path):
+    path = tmp_path / "p.jsonl"
+    with JsonlAppender(path) as appender:
+        appender.write({"id": 1, "response": "café"})
+    line = json.dumps({"id": 2, "response": "naïve ☕"}, ensure_ascii=False).encode()
+    with open(path, "ab") as handle:
+        handle.write(line[:line.index("☕".encode()) + 1])  # cut inside the 3-byte character
+    assert read_partial_jsonl(path) == [{"id": 1, "response": "café"}]
+    with JsonlAppender(path) as appender:  # the resumed run cuts the torn line and goes on
+        appender.write({"id": 2})
+    assert read_partial_jsonl(path) == [{"id": 1, "response": "café"}, {"id": 2}]
+
+
+def test_a_progress_file_damaged_before_its_last_line_names_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"id": 1}\n{"id": "caf\xc3"}\n{"id": 3}\n')
+    with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: not UTF-8 text$"):
+        read_partial_jsonl(path)
+    path.write_bytes(b'{"id": 1}\n{"id": \n{"id": 3}\n')
+    with pytest.raises(DataError,
+                       match=r"^.*p\.jsonl: line 2: not valid JSON \(Expecting value\)$"):
+        read_partial_jsonl(path)
+    path.write_bytes(b'{"id": 1}\n[1, 2]\n{"id": 3}\n')
+    with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: expected a JSON object$"):
+        read_partial_jsonl(path)
+    # A last line that ends in a newline was written whole: damage there is no kill either.
+    path.write_bytes(b'{"id": 1}\n{"id": \n')
+    with pytest.raises(DataError, match=r"^.*p\.jsonl: line 2: not valid JSON"):
+        read_partial_jsonl(path)
+
+
+def test_a_progress_file_splits_at_newlines_only(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028 and U+0085 as they are; str.splitlines
+    would break a record at them."""
+    path = tmp_path / "p.jsonl"
+    records = [{"id": 1, "response": "one\u2028two\x85three"}, {"id": 2, "response": "x"}]
+    with JsonlAppender(path) as appender:
+        for record in records:
+            appender.write(record)
+    assert read_partial_jsonl(path) == records
