@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rerun this stage even if it is up to date")
         if name == "generate":
             sub.add_argument("--from", dest="from_file", metavar="FILE",
-                             help="import responses made elsewhere (JSON or JSONL)")
+                             help="import responses made elsewhere (JSON or JSONL); later "
+                                  "commands on the run use them until 'clean generate'")
             sub.add_argument("--response-key", metavar="KEY",
                              help="the field holding the response in --from (model_response)")
             sub.add_argument("--allow-partial", action="store_true",
