@@ -14,8 +14,9 @@ import traceback
 from pathlib import Path
 
 from evalpipe import __version__
-from evalpipe.config import load_config
+from evalpipe.config import load_config, parse_override
 from evalpipe.errors import EvalpipeError
+from evalpipe.generate import remember_import
 from evalpipe.pipeline import STAGE_NAMES, Pipeline, default_paths
 
 DEFAULT_CONFIG = "configs/book.toml"
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rerun this stage even if it is up to date")
         if name == "generate":
             sub.add_argument("--from", dest="from_file", metavar="FILE",
-                             help="import responses made elsewhere (JSON or JSONL)")
+                             help="import responses made elsewhere (JSON or JSONL); later "
+                                  "commands on the run use them until 'clean generate'")
             sub.add_argument("--response-key", metavar="KEY",
                              help="the field holding the response in --from (model_response)")
             sub.add_argument("--allow-partial", action="store_true",
@@ -127,16 +129,23 @@ def dispatch(args: argparse.Namespace) -> int:
     paths = default_paths(run_name, args.results, args.datasets)
     if config.model.bases:
         return dispatch_bases(args, config, paths)
+    # A run whose responses were imported stays imported (evalpipe/generate.py).
+    given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
+    remembered = remember_import(config, paths, given)
     pipeline = Pipeline(config, paths)
 
     if args.command == "status":
         print(f"run {run_name} in {pipeline.paths.root}")
+        if remembered:
+            print(remembered)
         for status in pipeline.status():
             print(status.line())
         return 0
     if args.command == "clean":
         clean(pipeline, args.stage)
         return 0
+    if remembered:
+        print(remembered)
     target = "aggregate" if args.command == "evaluate" else args.command
     pipeline.ensure(target, force=getattr(args, "force", False))
     return 0

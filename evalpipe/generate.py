@@ -8,22 +8,35 @@ and `seconds`.
 
 Generation is resumable: each finished record is appended to responses.partial.jsonl, tagged
 with the hash of everything that decides its text, and a rerun only generates what is missing.
+
+An import is remembered by the run: generate/import.json records where the responses came from
+(and how), and generate/imported-responses.<ext> keeps a copy of the file. Every later command
+on the run whose configuration names no import (the make targets, `judge`, `status`, ...) uses
+that import again, from the original file while it exists (so an edit to it reruns the stages
+after) and from the copy once it is gone. Generating with a model, or `clean generate`, forgets
+it. The file's content is an input of the stage and its path is not in the config key: the same
+responses at another path rerun nothing.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import JsonlAppender, read_jsonl, read_partial_jsonl, read_records, sha256_json
-from evalpipe.io import write_json, write_jsonl
+from evalpipe.io import DataError, JsonlAppender, atomic_path, read_json_object, read_jsonl
+from evalpipe.io import read_partial_jsonl, read_records, sha256_json, write_json, write_jsonl
 from evalpipe.pipeline import RunPaths
 from evalpipe.prepare import FIELDS, check_fields, content_id
 
 RESPONSES = "responses.jsonl"
 PARTIAL = "responses.partial.jsonl"
+IMPORT_REPORT = "import-report.json"
+IMPORT_RECORD = "import.json"  # the run's remembered import (module doc)
+IMPORT_SETTINGS = ("from_file", "response_key", "allow_partial")
+KEPT_COPY = "imported-responses"  # + the imported file's suffix
 
 
 # -- the stage's contract with the cache ------------------------------------------------------
@@ -38,9 +51,14 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 def config_key(config: RunConfig) -> dict:
     generate = config.section("generate")
     if config.generate.from_file:
-        return {key: generate[key] for key in ("from_file", "response_key", "allow_partial")}
-    generate = {k: v for k, v in generate.items()
-                if k not in ("from_file", "response_key", "allow_partial", "device")}
+        # Not the path: the file's content is hashed as an input.
+        return {key: generate[key] for key in ("response_key", "allow_partial")}
+    unused = {*IMPORT_SETTINGS, "device"}
+    if config.generate.temperature == 0:
+        # Greedy decoding draws nothing at random and batching does not change a response
+        # (tests/test_generate.py checks the batched path against the one-prompt loop).
+        unused |= {"seed", "top_k", "batch_size"}
+    generate = {k: v for k, v in generate.items() if k not in unused}
     key = {"generate": generate, "data.template": config.data.template}
     if config.generate.model != "finetuned":
         model = config.section("model")
@@ -51,7 +69,7 @@ def config_key(config: RunConfig) -> dict:
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
     files = {"prepare/test.jsonl": paths / "prepare/test.jsonl"}
     if config.generate.from_file:
-        files["from"] = Path(config.generate.from_file).expanduser()
+        files["from"] = import_source(config, paths)
     elif config.generate.model == "finetuned":
         for name in ("model.safetensors", "model.json"):
             files[f"finetune/{name}"] = paths / f"finetune/{name}"
@@ -66,7 +84,7 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
 
 def outputs(config: RunConfig) -> tuple[str, ...]:
     if config.generate.from_file:
-        return (RESPONSES, "import-report.json")
+        return (RESPONSES, IMPORT_REPORT, IMPORT_RECORD, kept_copy_name(config.generate.from_file))
     return (RESPONSES,)
 
 
@@ -75,7 +93,58 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     if config.generate.from_file:
         import_responses(config, paths, test_records)
     else:
+        forget_import(paths)
         generate_responses(config, paths, test_records)
+
+
+# -- the remembered import ----------------------------------------------------------------------
+
+def kept_copy_name(from_file: str) -> str:
+    return KEPT_COPY + Path(from_file).suffix
+
+
+def remember_import(config: RunConfig, paths: RunPaths, given: set[str]) -> str | None:
+    """Apply the run's remembered import to `config`, unless the configuration names an import
+    itself or `generate.from_file` is given on the command line; the other import settings
+    given there (`given`: generate's keys named by --set, --response-key, --allow-partial) win
+    over the remembered ones. Returns the line that tells the user, or None when nothing was
+    applied."""
+    record_path = paths.stage_dir("generate") / IMPORT_RECORD
+    if config.generate.from_file or "from_file" in given or not record_path.exists():
+        return None
+    record = read_json_object(record_path)
+    if not all(key in record for key in IMPORT_SETTINGS):
+        raise DataError(f"{record_path}: expected the keys {', '.join(IMPORT_SETTINGS)}; "
+                        "'evalpipe clean generate' forgets the import")
+    config.generate.from_file = record["from_file"]
+    for key in ("response_key", "allow_partial"):
+        if key not in given:
+            setattr(config.generate, key, record[key])
+    where = record["from_file"]
+    source = import_source(config, paths)
+    if source != Path(where):
+        where += f", which is gone: the copy kept in {source}"
+    return (f"generate: using the responses imported from {where} (remembered in {record_path}; "
+            f"'evalpipe clean generate' forgets them)")
+
+
+def import_source(config: RunConfig, paths: RunPaths) -> Path:
+    """The file to import: generate.from_file, or, once that file is gone, the copy the run
+    kept of it when it was imported (never a copy of another file)."""
+    source = Path(config.generate.from_file).expanduser()
+    out = paths.stage_dir("generate")
+    kept = out / kept_copy_name(config.generate.from_file)
+    if source.exists() or not kept.exists() or not (out / IMPORT_RECORD).exists():
+        return source
+    remembered = read_json_object(out / IMPORT_RECORD).get("from_file")
+    return kept if remembered == str(source.absolute()) else source
+
+
+def forget_import(paths: RunPaths) -> None:
+    """The run now generates its responses: no import is remembered any more."""
+    out = paths.stage_dir("generate")
+    for path in (out / IMPORT_RECORD, out / IMPORT_REPORT, *out.glob(f"{KEPT_COPY}*")):
+        path.unlink(missing_ok=True)
 
 
 # -- importing ----------------------------------------------------------------------------------
@@ -83,8 +152,19 @@ def run(config: RunConfig, paths: RunPaths) -> None:
 def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict]) -> None:
     """Match the file's records to the test split by content (instruction, input, output);
     every test record appears once in the output, in test order."""
-    source = Path(config.generate.from_file).expanduser()
+    source = import_source(config, paths)
     key = config.generate.response_key
+    out = paths.stage_dir("generate")
+    kept = out / kept_copy_name(config.generate.from_file)
+    importing_the_copy = source == kept
+    if not importing_the_copy:
+        # Remembered before it is read: an import that fails is tried again by later
+        # commands on the run (and fails the same way) rather than forgotten.
+        for old_copy in out.glob(f"{KEPT_COPY}*"):
+            old_copy.unlink()
+        write_json(out / IMPORT_RECORD, {"from_file": str(source.absolute()),
+                                         "response_key": key,
+                                         "allow_partial": config.generate.allow_partial})
     imported = read_records(source)
     by_content: dict[str, dict] = {}
     unmatched_source: list[int] = []
@@ -112,12 +192,11 @@ def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict
                         "response_tokens": len(encode(response)),
                         "stop_reason": "imported", "seconds": None})
 
-    out = paths.stage_dir("generate")
     report = {"source": str(source), "response_key": key, "matched": len(test_records) - len(missing),
               "test_records_without_response": missing,
               "source_records_matching_no_test_record": unmatched_source}
     if (missing or unmatched_source) and not config.generate.allow_partial:
-        write_json(out / "import-report.json", report)
+        write_json(out / IMPORT_REPORT, report)
         parts = []
         if missing:
             parts.append(f"{len(missing)} test records have no response in it (first: id {missing[0]})")
@@ -126,10 +205,13 @@ def import_responses(config: RunConfig, paths: RunPaths, test_records: list[dict
                          f"(first: record {unmatched_source[0]})")
         raise EvalpipeError(
             f"generate --from {source}: {'; '.join(parts)}; all are listed in "
-            f"{out / 'import-report.json'}; pass --allow-partial to accept"
+            f"{out / IMPORT_REPORT}; pass --allow-partial to accept"
         )
+    if not importing_the_copy:
+        with atomic_path(kept) as temporary:
+            shutil.copyfile(source, temporary)
     write_jsonl(out / RESPONSES, results)
-    write_json(out / "import-report.json", report)
+    write_json(out / IMPORT_REPORT, report)
     print(f"generate: imported {report['matched']} of {len(test_records)} responses from {source}"
           + (f"; {len(missing)} missing" if missing else ""))
 

@@ -38,10 +38,6 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file_remembered, sha256_json, write_json, write_text
 
 
-class NotBuiltYet(EvalpipeError):
-    """A stage whose implementation has not landed yet."""
-
-
 @dataclass(frozen=True)
 class RunPaths:
     """Where a run's files live: results/<run>/<stage>/..., and the shared datasets folder."""

@@ -33,9 +33,13 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 def config_key(config: RunConfig) -> dict:
     # The source's content is hashed as an input, so where it lives (URL or path) and the
-    # optional checksum do not decide anything by themselves.
+    # optional checksum do not decide anything by themselves. No split uses the prompt
+    # template (finetune and generate key on it), and only the shuffle uses the seed.
+    unused = {"source", "sha256", "template"}
+    if config.data.split != "shuffle":
+        unused.add("seed")
     data = config.section("data")
-    return {key: value for key, value in data.items() if key not in ("source", "sha256")}
+    return {key: value for key, value in data.items() if key not in unused}
 
 
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:

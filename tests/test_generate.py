@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from evalpipe.cli import main
 from evalpipe.generation import generate_naive
@@ -144,18 +145,31 @@ def test_a_response_key_that_is_not_there_is_named(run_env, instruction_data, bo
     assert "answer" in error and str(book_responses) in error
 
 
+SHAPE = dict(emb_dim=64, n_layers=2, n_heads=4, context_length=256)  # smoke.toml's
+
+
+@pytest.fixture
+def checkpoint(run_env) -> Path:
+    """A small random base model of smoke.toml's shape, saved as the book's state dict."""
+    import torch
+
+    from evalpipe.model import GPTConfig, GPTModel
+
+    path = run_env / "mine.pth"
+    torch.manual_seed(0)
+    torch.save(GPTModel(GPTConfig(**SHAPE)).state_dict(), path)
+    (run_env / "mine.json").write_text(json.dumps(GPTConfig(**SHAPE).to_dict()))
+    return path
+
+
 def test_a_base_checkpoint_replaced_in_place_makes_generate_stale(
-        run_env, instruction_data, gpt2_tokenizer, capsys):
+        run_env, instruction_data, gpt2_tokenizer, checkpoint, capsys):
     """generate.model = a local checkpoint: its files are inputs of the stage."""
     import torch
 
     from evalpipe.model import GPTConfig, GPTModel
 
-    shape = GPTConfig(emb_dim=64, n_layers=2, n_heads=4, context_length=256)  # smoke.toml
-    checkpoint = run_env / "mine.pth"
-    torch.manual_seed(0)
-    torch.save(GPTModel(shape).state_dict(), checkpoint)
-    (run_env / "mine.json").write_text(json.dumps(shape.to_dict()))
+    shape = GPTConfig(**SHAPE)
     settings = [f"data.source={instruction_data}", f"generate.model={checkpoint}",
                 "generate.max_new_tokens=4"]
     assert cli("mine", "generate", settings) == 0
@@ -169,3 +183,31 @@ def test_a_base_checkpoint_replaced_in_place_makes_generate_stale(
     assert cli("mine", "status", settings) == 0
     assert f"generate   stale    input model/mine.pth ({checkpoint}) changed" in \
         capsys.readouterr().out
+
+
+def test_greedy_generation_is_not_rerun_for_settings_that_cannot_change_it(
+        run_env, instruction_data, gpt2_tokenizer, checkpoint, capsys):
+    """Under greedy decoding (temperature 0) the seed, top-k and batch size change no
+    response, so they are not in generate's config key; under sampling they are."""
+    settings = [f"data.source={instruction_data}", f"generate.model={checkpoint}",
+                "generate.max_new_tokens=4"]
+    unused_when_greedy = ["generate.seed=9", "generate.top_k=5", "generate.batch_size=3"]
+
+    def generate_status(*more: str) -> str:
+        capsys.readouterr()
+        assert cli("mine", "status", [*settings, *more]) == 0
+        return next(line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("generate "))
+
+    assert cli("mine", "generate", settings) == 0
+    assert generate_status(*unused_when_greedy).split()[1] == "done"
+
+    sampled = [*settings, "generate.temperature=0.7"]
+    assert generate_status("generate.temperature=0.7") == (
+        "generate   stale    configuration changed: generate.batch_size, generate.seed, "
+        "generate.temperature, generate.top_k")
+    assert cli("mine", "generate", sampled) == 0
+    for setting in unused_when_greedy:
+        key = setting.split("=")[0]
+        assert generate_status("generate.temperature=0.7", setting) == (
+            f"generate   stale    configuration changed: {key}")

@@ -63,8 +63,7 @@ def test_prepare_twice_does_the_work_once(run_env, source, no_config, capsys):
                                 ("train.jsonl", "val.jsonl", "test.jsonl", "report.json")}
     assert set(first) >= {"config_hash", "config", "evalpipe_version", "packages", "started",
                           "finished"}
-    assert first["config"] == {"split": "book", "seed": 123, "train_fraction": 0.85,
-                               "test_fraction": 0.1, "template": "alpaca"}
+    assert first["config"] == {"split": "book", "train_fraction": 0.85, "test_fraction": 0.1}
     assert "python" in first["packages"]
     assert (run_env / "results/r/config.toml").read_text().startswith("[data]\n")
 
@@ -113,9 +112,26 @@ def test_a_changed_setting_reruns_only_the_stages_that_use_it(
     out = capsys.readouterr().out
     assert "prepare: up to date" in out
     assert "generate: running (configuration changed: allow_partial)" in out
-    evalpipe(*generate, "--set", "data.template=phi3")
+    evalpipe(*generate, "--set", "data.train_fraction=0.8")
     out = capsys.readouterr().out
-    assert "prepare: running (configuration changed: template)" in out
+    assert "prepare: running (configuration changed: train_fraction)" in out
+
+
+def test_prepare_is_not_rerun_for_settings_that_cannot_change_its_split(
+        run_env, source, no_config, capsys):
+    """The book split keeps the file order (no seed), and no split uses the prompt template
+    (fine-tuning and generation do, and key on it)."""
+    evalpipe("prepare", "--set", f"data.source={source}")
+    assert status_lines(capsys, "--set", "data.seed=7", "--set", "data.template=phi3")[
+        "prepare"].startswith("done")
+    shuffled = ("--set", "data.split=shuffle")
+    evalpipe("prepare", "--set", f"data.source={source}", *shuffled)
+    assert manifest(run_env, "prepare")["config"] == {
+        "split": "shuffle", "seed": 123, "train_fraction": 0.85, "test_fraction": 0.1}
+    assert status_lines(capsys, *shuffled, "--set", "data.template=phi3")[
+        "prepare"].startswith("done")
+    assert status_lines(capsys, *shuffled, "--set", "data.seed=7")["prepare"] == (
+        "stale configuration changed: seed")
 
 
 def test_an_output_changed_by_hand_makes_the_stage_stale(run_env, source, no_config, capsys):
