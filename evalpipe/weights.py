@@ -338,47 +338,62 @@ def _to_book_keys(state: dict, path: Path) -> dict[str, torch.Tensor]:
                        f"(tok_emb.weight); its first keys: {', '.join(names[:3])}")
 
 
+# Hugging Face GPT-2's names for the book's tensors. Outside the blocks: the book's name, theirs.
+HF_TOP_TENSORS = {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight",
+                  "final_norm.scale": "ln_f.weight", "final_norm.shift": "ln_f.bias"}
+# In block N (trf_blocks.N. in the book, h.N. in theirs): the book's name -> (their name,
+# whether to transpose it, which third of it). GPT-2 stores its projections as Conv1D, weight
+# (in, out), where nn.Linear has (out, in); c_attn holds query, key and value side by side.
+HF_BLOCK_TENSORS = {
+    "att.W_query.weight": ("attn.c_attn.weight", True, 0),
+    "att.W_key.weight": ("attn.c_attn.weight", True, 1),
+    "att.W_value.weight": ("attn.c_attn.weight", True, 2),
+    "att.W_query.bias": ("attn.c_attn.bias", False, 0),
+    "att.W_key.bias": ("attn.c_attn.bias", False, 1),
+    "att.W_value.bias": ("attn.c_attn.bias", False, 2),
+    "att.out_proj.weight": ("attn.c_proj.weight", True, None),
+    "att.out_proj.bias": ("attn.c_proj.bias", False, None),
+    "ff.layers.0.weight": ("mlp.c_fc.weight", True, None),
+    "ff.layers.0.bias": ("mlp.c_fc.bias", False, None),
+    "ff.layers.2.weight": ("mlp.c_proj.weight", True, None),
+    "ff.layers.2.bias": ("mlp.c_proj.bias", False, None),
+    "norm1.scale": ("ln_1.weight", False, None),
+    "norm1.shift": ("ln_1.bias", False, None),
+    "norm2.scale": ("ln_2.weight", False, None),
+    "norm2.shift": ("ln_2.bias", False, None),
+}
+
+
 def _book_keys_from_hf(state: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Hugging Face GPT-2 keys to the book's. GPT-2 stores its projections as Conv1D, weight
-    (in, out), where nn.Linear has (out, in); c_attn holds query, key and value side by side."""
+    """Hugging Face GPT-2 keys to the book's (HF_TOP_TENSORS, HF_BLOCK_TENSORS)."""
     remaining = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
     # Old checkpoints carry the causal mask as buffers: attn.bias and attn.masked_bias.
     remaining = {name: tensor for name, tensor in remaining.items()
                  if not re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", name)}
+    used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
         if name not in remaining:
             raise WeightsError(f"{path} lacks tensor {name}")
-        return remaining.pop(name)
+        used.add(name)
+        return remaining[name]
 
-    book = {"tok_emb.weight": take("wte.weight"), "pos_emb.weight": take("wpe.weight"),
-            "final_norm.scale": take("ln_f.weight"), "final_norm.shift": take("ln_f.bias")}
+    book = {ours: take(theirs) for ours, theirs in HF_TOP_TENSORS.items()}
     if "lm_head.weight" in remaining:
-        book["out_head.weight"] = remaining.pop("lm_head.weight")
+        book["out_head.weight"] = take("lm_head.weight")
     layers = sorted({int(m.group(1)) for name in remaining if (m := re.match(r"h\.(\d+)\.", name))})
     for i in layers:
-        hf, ours = f"h.{i}.", f"trf_blocks.{i}."
-        query, key, value = take(hf + "attn.c_attn.weight").t().chunk(3, dim=0)
-        book[ours + "att.W_query.weight"] = query
-        book[ours + "att.W_key.weight"] = key
-        book[ours + "att.W_value.weight"] = value
-        query_bias, key_bias, value_bias = take(hf + "attn.c_attn.bias").chunk(3, dim=0)
-        book[ours + "att.W_query.bias"] = query_bias
-        book[ours + "att.W_key.bias"] = key_bias
-        book[ours + "att.W_value.bias"] = value_bias
-        book[ours + "att.out_proj.weight"] = take(hf + "attn.c_proj.weight").t()
-        book[ours + "att.out_proj.bias"] = take(hf + "attn.c_proj.bias")
-        book[ours + "ff.layers.0.weight"] = take(hf + "mlp.c_fc.weight").t()
-        book[ours + "ff.layers.0.bias"] = take(hf + "mlp.c_fc.bias")
-        book[ours + "ff.layers.2.weight"] = take(hf + "mlp.c_proj.weight").t()
-        book[ours + "ff.layers.2.bias"] = take(hf + "mlp.c_proj.bias")
-        book[ours + "norm1.scale"] = take(hf + "ln_1.weight")
-        book[ours + "norm1.shift"] = take(hf + "ln_1.bias")
-        book[ours + "norm2.scale"] = take(hf + "ln_2.weight")
-        book[ours + "norm2.shift"] = take(hf + "ln_2.bias")
-    if remaining:
+        for ours, (theirs, transpose, third) in HF_BLOCK_TENSORS.items():
+            tensor = take(f"h.{i}.{theirs}")
+            if transpose:
+                tensor = tensor.t()
+            if third is not None:
+                tensor = tensor.chunk(3, dim=0)[third]
+            book[f"trf_blocks.{i}.{ours}"] = tensor
+    unused = [name for name in remaining if name not in used]
+    if unused:
         raise WeightsError(f"{path} holds tensors a GPT-2 does not have: "
-                           f"{_first_few(remaining)}")
+                           f"{_first_few(unused)}")
     return book
 
 

@@ -34,7 +34,14 @@ def tiny_hf_model(tie_word_embeddings=True, seed=0):
     torch.manual_seed(seed)
     config = GPT2Config(**HF_SHAPE, tie_word_embeddings=tie_word_embeddings,
                         bos_token_id=0, eos_token_id=0)
-    return GPT2LMHeadModel(config).eval()
+    model = GPT2LMHeadModel(config).eval()
+    # Every parameter random, biases and LayerNorms included: transformers initialises
+    # biases to zero and LayerNorms to one and zero, and a key mapping that swapped two of
+    # those (query and key biases, ln_1 and ln_2) would still give the same logits.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.2)
+    return model
 
 
 def assert_same_logits(loaded, hf_model, atol=1e-4):
@@ -148,6 +155,28 @@ def test_hf_repo_spec_loads_prefixed_keys_and_an_untied_head(tmp_path, offline):
     assert loaded.source == "someone/tiny-gpt2 from the Hugging Face Hub"
     assert loaded.config.tie_weights is False
     assert_same_logits(loaded, hf_model)
+
+
+@pytest.mark.parametrize("swap", [("att.W_query.bias", "att.W_key.bias"),
+                                  ("norm1.scale", "norm2.scale"),
+                                  ("norm1.shift", "norm2.shift")])
+def test_the_parity_check_catches_a_swapped_key_mapping(tmp_path, monkeypatch, swap):
+    """The logits comparison above can fail: with two entries of the Hugging Face key mapping
+    swapped, the loaded model no longer matches transformers' (the reference's biases and
+    LayerNorms are random, not zero and one)."""
+    import evalpipe.weights
+
+    hf_model = tiny_hf_model()
+    hf_model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
+
+    table = evalpipe.weights.HF_BLOCK_TENSORS
+    first, second = swap
+    first_source, second_source = table[first], table[second]
+    monkeypatch.setitem(table, first, second_source)
+    monkeypatch.setitem(table, second, first_source)
+    with pytest.raises(AssertionError):
+        assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
 
 
 def test_offline_without_cache_says_what_to_do(tmp_path, offline):
