@@ -205,6 +205,10 @@ def _load_file(path: Path, declared: tuple[dict, Path] | None, overrides: dict,
     state = _read_state_dict(path)
     state = _to_book_keys(state, path)
     config = _resolve_config(state, declared, overrides, path)
+    if not config.tie_weights and "out_head.weight" not in state and "tok_emb.weight" in state:
+        # The book's recipe (its load_weights_into_gpt): an untied head starts as a copy of
+        # the token embedding, its own storage, and is trained apart from it.
+        state["out_head.weight"] = state["tok_emb.weight"].clone()
     model = _build_and_fill(config, state, path)
     return LoadedModel(model=model, config=config, source=source, sha256=sha256_file_remembered(path))
 

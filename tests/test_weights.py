@@ -179,6 +179,31 @@ def test_the_parity_check_catches_a_swapped_key_mapping(tmp_path, monkeypatch, s
         assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
 
 
+def test_an_untied_head_from_tied_hub_weights_is_a_copy_trained_apart(tmp_path, offline):
+    """model.tie_weights = "false" with GPT-2's own weights (no lm_head): the book's recipe,
+    out_head a copy of the token embedding that fine-tuning then changes on its own."""
+    hf_model = tiny_hf_model()
+    lay_out_hub_cache(tmp_path / "hub", "openai-community/gpt2", {
+        "config.json": hf_model.config.to_json_string().encode(),
+        "model.safetensors": safetensors_bytes(openai_style_tensors(hf_model), tmp_path)})
+    loaded = load_base_model("gpt2", {"tie_weights": False}, cache_dir=tmp_path / "hub")
+    model = loaded.model
+    assert loaded.config.tie_weights is False
+    assert torch.equal(model.out_head.weight, model.tok_emb.weight)
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert model.out_head.weight.data_ptr() != model.tok_emb.weight.data_ptr()
+    assert_same_logits(loaded, hf_model)  # still GPT-2's logits before training
+    embedding = model.tok_emb.weight.detach().clone()
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, HF_SHAPE["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
+    model(idx).logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert not torch.equal(model.out_head.weight, model.tok_emb.weight)
+    assert not torch.equal(model.tok_emb.weight, embedding)
+
+
 def test_offline_without_cache_says_what_to_do(tmp_path, offline):
     with pytest.raises(WeightsError) as caught:
         load_base_model("gpt2-medium", cache_dir=tmp_path / "empty")
