@@ -38,11 +38,15 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 
 def config_key(config: RunConfig) -> dict:
+    from evalpipe.runtime import base_identity
+
     # Where the work runs does not change what it computes (up to float rounding).
-    model = {k: v for k, v in config.section("model").items() if k not in ("bases", "device")}
+    model = {k: v for k, v in config.section("model").items()
+             if k not in ("bases", "device", "revision")}
     finetune = {k: v for k, v in config.section("finetune").items()
                 if k not in ("device", "num_threads", "checkpoint_interval")}
-    return {"model": model, "finetune": finetune, "data.template": config.data.template}
+    return {"model": model, "finetune": finetune, "data.template": config.data.template,
+            **base_identity(config)}
 
 
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
@@ -328,6 +332,7 @@ def train_model(config: RunConfig, paths: RunPaths,
         model.load_state_dict(state["best_weights"])
     summary = {
         "base_model": loaded.source, "base_sha256": loaded.sha256,
+        "base_revision": loaded.revision,
         "base_test_loss": state["base_test_loss"], "base_val_loss": state["base_val_loss"],
         "finetuned_test_loss": loss_of("test"),
         "final_val_loss": loss_of("val"),
@@ -340,7 +345,7 @@ def train_model(config: RunConfig, paths: RunPaths,
     save_finetuned(model.cpu(), loaded.config, out, {
         "tokenizer": "gpt2", "template": config.data.template,
         "base_model": config.model.base, "base_source": loaded.source,
-        "base_sha256": loaded.sha256})
+        "base_sha256": loaded.sha256, "base_revision": loaded.revision})
     write_jsonl(out / "metrics.jsonl", state["metrics"])
     plot_losses(state["metrics"], out / "loss.png")
     write_json(out / "summary.json", summary)

@@ -271,3 +271,64 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_with_dropout(
              for m in read_jsonl(run_env / "results/whole/finetune/metrics.jsonl")]
     assert strip == [{k: v for k, v in m.items() if k != "seconds"}
                      for m in read_jsonl(run_env / "results/killed/finetune/metrics.jsonl")]
+
+
+# -- a Hub base model is one commit of its repository -------------------------------------------
+
+def test_a_new_commit_on_the_hub_makes_finetune_and_generate_stale(
+        run_env, instruction_data, gpt2_tokenizer, monkeypatch, capsys):
+    """hf:someone/tiny-gpt2 in a Hub cache (offline) at two commits. Fine-tuned at the first;
+    main moved to the second makes finetune (and a generate straight from the base) stale;
+    model.revision pins the first again."""
+    import huggingface_hub.constants
+    from test_weights import FIRST_COMMIT, SECOND_COMMIT, lay_out_hub_cache, safetensors_bytes
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(run_env / "hub"))
+    for seed, commit in ((0, FIRST_COMMIT), (1, SECOND_COMMIT)):
+        torch.manual_seed(seed)
+        hf_model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=192))
+        tensors = {k: v.contiguous() for k, v in hf_model.state_dict().items()
+                   if k != "lm_head.weight"}
+        lay_out_hub_cache(run_env / "hub", "someone/tiny-gpt2", {
+            "config.json": hf_model.config.to_json_string().encode(),
+            "model.safetensors": safetensors_bytes(tensors, run_env)}, commit=commit)
+    main_ref = run_env / "hub/models--someone--tiny-gpt2/refs/main"
+    main_ref.write_text(FIRST_COMMIT)
+
+    settings = overrides(instruction_data, "model.base=hf:someone/tiny-gpt2",
+                         "finetune.max_steps=1", "finetune.eval_interval=0")
+    base_generate = [*settings, "generate.model=base", "generate.max_new_tokens=1"]
+    out = run_env / "results/hub/finetune"
+
+    def status(extra=()) -> dict[str, str]:
+        capsys.readouterr()
+        assert cli("hub", "status", [*settings, *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()[1:]
+        return {line.split()[0]: " ".join(line.split()[1:]) for line in lines}
+
+    assert cli("hub", "finetune", settings) == 0
+    assert cli("hub-base", "generate", base_generate) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["model.base_commit"] == FIRST_COMMIT
+    assert json.loads((out / "model.json").read_text())["base_revision"] == FIRST_COMMIT
+    assert json.loads((out / "summary.json").read_text())["base_revision"] == FIRST_COMMIT
+    assert status()["finetune"].startswith("done")
+
+    main_ref.write_text(SECOND_COMMIT)  # a new commit on the Hub, fetched into the cache
+    assert status()["finetune"] == "stale configuration changed: model.base_commit"
+    capsys.readouterr()
+    assert cli("hub-base", "status", base_generate) == 0
+    assert "generate   stale    configuration changed: model.base_commit" in \
+        capsys.readouterr().out
+    # Pinned to the commit it was fine-tuned at: up to date again, nothing to redo.
+    assert status([f"model.revision={FIRST_COMMIT}"])["finetune"].startswith("done")
+
+    assert cli("hub", "finetune", settings) == 0
+    assert json.loads((out / "model.json").read_text())["base_revision"] == SECOND_COMMIT
+    assert json.loads((out / "manifest.json").read_text())["config"]["model.base_commit"] == \
+        SECOND_COMMIT
+    assert status()["finetune"].startswith("done")
+    assert status([f"model.revision={FIRST_COMMIT}"])["finetune"] == \
+        "stale configuration changed: model.base_commit"
