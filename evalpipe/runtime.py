@@ -62,10 +62,9 @@ def base_identity(config: RunConfig, spec: str | None = None) -> dict:
     commit on the Hub makes the stage stale; nothing for local files (the stage hashes them
     as inputs) or "random". model.revision itself is left out of the key: the commit is what
     decides the weights."""
-    spec = spec or config.model.base
-    if spec == RANDOM_BASE:
-        return {}
     from evalpipe.weights import hub_commit
+
+    spec = spec or config.model.base
 
     commit = hub_commit(spec, config.model.revision)
     return {} if commit is None else {"model.base_commit": commit}

@@ -7,6 +7,7 @@ Base models (`load_base_model`) are named by a spec:
   a path                                           a .safetensors file, a folder in the Hub's
                                                    layout (model.safetensors + config.json),
                                                    or a .pth/.pt/.bin state dict
+
 A Hub spec loads one commit of its repository: the one `revision` (model.revision: a branch,
 tag or commit; empty = main) names, resolved by huggingface_hub (online, by asking the Hub;
 with HF_HUB_OFFLINE=1, from its cache's refs/). `hub_commit` resolves it without loading, for
