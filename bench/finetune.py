@@ -10,8 +10,10 @@ The baseline is the book's code, copied here: chapter 4's GPTModel (attention wr
 with the causal-mask buffer, masked_fill, softmax and dropout; the book's LayerNorm, GELU and
 FeedForward) and chapter 5's training step (logits for every position, cross-entropy over
 the flattened batch with ignore_index -100, torch.optim.AdamW with its defaults but the
-book's lr 5e-5 and weight decay 0.1). Its output head is tied to the token embedding, as in
-evalpipe's GPT-2 presets, so that both train the same parameters.
+book's lr 5e-5 and weight decay 0.1). Its output head is the book's: a separate matrix that
+starts as a copy of the token embedding (chapter 5's load_weights_into_gpt) and is trained
+apart from it. evalpipe's variants train the same untied model (model.tie_weights = "false",
+as configs/book.toml), so that all train the same parameters.
 
 Both start from the same random weights and train on the same batches: the first --steps
 batches of the book's training split (the first 85% of instruction-data.json) in evalpipe's
@@ -31,6 +33,7 @@ fp32 (within 1e-4 relative) and within 1% with bf16 autocast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -297,11 +300,13 @@ def main():
     batches = book_batches(args.data, args.batch_size, args.steps, args.seed,
                            args.mask_instruction)
 
-    config = PRESETS[args.preset]
-    if args.layers:
-        config = type(config)(**{**config.to_dict(), "n_layers": args.layers})
+    # The book's model: the output head untied, a copy of the token embedding.
+    config = dataclasses.replace(PRESETS[args.preset], tie_weights=False,
+                                 n_layers=args.layers or PRESETS[args.preset].n_layers)
     torch.manual_seed(args.seed)
     initial = GPTModel(config).train()
+    with torch.no_grad():
+        initial.out_head.weight.copy_(initial.tok_emb.weight)
     settings = argparse.Namespace(lr=5e-5, weight_decay=0.1)
 
     def book_variant(name, initial):

@@ -46,6 +46,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     base: str = "gpt2-medium"  # preset, "hf:OWNER/REPO", or a local path
+    revision: str = ""  # Hub models: the branch, tag or commit to load; "" = main
     bases: list[str] = field(default_factory=list)  # several base models to compare
     # Shape overrides for checkpoints that carry no config of their own (0 / "" = not set).
     emb_dim: int = 0

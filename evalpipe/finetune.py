@@ -6,7 +6,9 @@ one, with every padding target but the first (the end-of-text the model must lea
 set to -100; AdamW with the book's learning rate and weight decay; validation loss at a fixed
 step interval and at the end of every epoch.
 
-Training is resumable: every `checkpoint_interval` steps the weights, optimizer, RNG state and
+Training is repeatable and resumable. Every random generator it draws from (dropout's, on
+whichever device) is seeded from `finetune.seed`, so two runs end with the same weights. Every
+`checkpoint_interval` steps the weights, optimizer, the state of every random generator and
 the position in the epoch are saved to checkpoint.pt, and a rerun with the same settings
 continues from there and ends with the same weights as an uninterrupted run.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +38,15 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 
 def config_key(config: RunConfig) -> dict:
+    from evalpipe.runtime import base_identity
+
     # Where the work runs does not change what it computes (up to float rounding).
-    model = {k: v for k, v in config.section("model").items() if k not in ("bases", "device")}
+    model = {k: v for k, v in config.section("model").items()
+             if k not in ("bases", "device", "revision")}
     finetune = {k: v for k, v in config.section("finetune").items()
                 if k not in ("device", "num_threads", "checkpoint_interval")}
-    return {"model": model, "finetune": finetune, "data.template": config.data.template}
+    return {"model": model, "finetune": finetune, "data.template": config.data.template,
+            **base_identity(config)}
 
 
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
@@ -150,6 +157,46 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
 
 # -- training -----------------------------------------------------------------------------------
 
+def seed_everything(seed: int) -> None:
+    """Seed every generator training draws from: Python's, and torch's on the CPU and on
+    every CUDA and MPS device (torch.manual_seed seeds them all)."""
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def rng_states() -> dict:
+    """The state of every generator seed_everything seeds, for a checkpoint."""
+    import torch
+
+    states = {"python": random.getstate(), "cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if _mps_available():
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what rng_states saved. Generator states are CPU byte tensors whatever the
+    device they drive (torch refuses them anywhere else), hence the .cpu()."""
+    import torch
+
+    random.setstate(states["python"])
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+    if "mps" in states and _mps_available():
+        torch.mps.set_rng_state(states["mps"].cpu())
+
+
 def make_optimizer(model, settings, device):
     """The book's AdamW (its learning rate and weight decay), fused where PyTorch has a fused
     kernel: one pass over each parameter instead of a chain of elementwise operations, each
@@ -181,6 +228,7 @@ def train_model(config: RunConfig, paths: RunPaths,
 
     loaded = load_base(config)
     model = loaded.model.to(device)
+    seed_everything(settings.seed)  # dropout's masks; a resumed run restores them below
     max_length = settings.max_length or loaded.config.context_length
     max_length = min(max_length, loaded.config.context_length)
     splits = {name: encode_examples(read_jsonl(paths / f"prepare/{name}.jsonl"),
@@ -208,11 +256,13 @@ def train_model(config: RunConfig, paths: RunPaths,
              "train_seconds": 0.0, "train_losses": [], "run_key": run_key}
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if saved.get("state", {}).get("run_key") == run_key:
+        # Loaded on the CPU: load_state_dict copies weights and optimizer state to the
+        # model's device, and generator states must stay CPU tensors.
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if saved.get("state", {}).get("run_key") == run_key and "rng_states" in saved:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["rng"])
+            set_rng_states(saved["rng_states"])
             state = saved["state"]
             print(f"finetune: resuming at step {state['step']} of {total_steps}")
     if "base_test_loss" not in state:
@@ -224,7 +274,7 @@ def train_model(config: RunConfig, paths: RunPaths,
 
         with atomic_open(checkpoint_path, "wb") as handle:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "rng": torch.get_rng_state(), "state": state}, handle)
+                        "rng_states": rng_states(), "state": state}, handle)
 
     def evaluate(epoch: float) -> None:
         val_loss = loss_of("val")
@@ -282,6 +332,7 @@ def train_model(config: RunConfig, paths: RunPaths,
         model.load_state_dict(state["best_weights"])
     summary = {
         "base_model": loaded.source, "base_sha256": loaded.sha256,
+        "base_revision": loaded.revision,
         "base_test_loss": state["base_test_loss"], "base_val_loss": state["base_val_loss"],
         "finetuned_test_loss": loss_of("test"),
         "final_val_loss": loss_of("val"),
@@ -294,7 +345,7 @@ def train_model(config: RunConfig, paths: RunPaths,
     save_finetuned(model.cpu(), loaded.config, out, {
         "tokenizer": "gpt2", "template": config.data.template,
         "base_model": config.model.base, "base_source": loaded.source,
-        "base_sha256": loaded.sha256})
+        "base_sha256": loaded.sha256, "base_revision": loaded.revision})
     write_jsonl(out / "metrics.jsonl", state["metrics"])
     plot_losses(state["metrics"], out / "loss.png")
     write_json(out / "summary.json", summary)

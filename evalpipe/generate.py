@@ -61,8 +61,13 @@ def config_key(config: RunConfig) -> dict:
     generate = {k: v for k, v in generate.items() if k not in unused}
     key = {"generate": generate, "data.template": config.data.template}
     if config.generate.model != "finetuned":
+        from evalpipe.runtime import base_identity
+
         model = config.section("model")
-        key["model"] = {k: v for k, v in model.items() if k not in ("bases", "device")}
+        key["model"] = {k: v for k, v in model.items()
+                        if k not in ("bases", "device", "revision")}
+        spec = config.model.base if config.generate.model == "base" else config.generate.model
+        key.update(base_identity(config, spec))
     return key
 
 

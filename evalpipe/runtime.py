@@ -55,12 +55,26 @@ def load_base(config: RunConfig, spec: str | None = None):
         model = GPTModel(shape)
         return LoadedModel(model=model, config=shape, source=f"random weights, seed "
                            f"{config.finetune.seed}", sha256=f"random-{config.finetune.seed}")
-    loaded = load_base_model(spec, overrides)
+    loaded = load_base_model(spec, overrides, revision=config.model.revision)
     set_dropout(loaded.model, config.model.drop_rate)
     # The shape saved with the fine-tuned model records the rate it was trained with.
     loaded.config = dataclasses.replace(loaded.config, drop_rate=config.model.drop_rate)
     loaded.model.cfg = loaded.config
     return loaded
+
+
+def base_identity(config: RunConfig, spec: str | None = None) -> dict:
+    """What a stage's config_key adds for the base model `spec` (default model.base) loads:
+    for a Hub model, the commit it resolves to (model.revision, else main), so that a new
+    commit on the Hub makes the stage stale; nothing for local files (the stage hashes them
+    as inputs) or "random". model.revision itself is left out of the key: the commit is what
+    decides the weights."""
+    from evalpipe.weights import hub_commit
+
+    spec = spec or config.model.base
+
+    commit = hub_commit(spec, config.model.revision)
+    return {} if commit is None else {"model.base_commit": commit}
 
 
 def set_dropout(model, rate: float) -> None:

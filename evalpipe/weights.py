@@ -7,6 +7,12 @@ Base models (`load_base_model`) are named by a spec:
   a path                                           a .safetensors file, a folder in the Hub's
                                                    layout (model.safetensors + config.json),
                                                    or a .pth/.pt/.bin state dict
+
+A Hub spec loads one commit of its repository: the one `revision` (model.revision: a branch,
+tag or commit; empty = main) names, resolved by huggingface_hub (online, by asking the Hub;
+with HF_HUB_OFFLINE=1, from its cache's refs/). `hub_commit` resolves it without loading, for
+the stage cache: a new commit on the Hub makes the stages that load the model stale.
+
 Two key layouts are recognised by their names: Hugging Face's GPT-2 (`wte.weight`,
 `h.0.attn.c_attn.weight`, ..., with or without a `transformer.` prefix) and the book's
 (`tok_emb.weight`, `trf_blocks.0.att.W_query.weight`, ...).
@@ -51,21 +57,19 @@ class LoadedModel:
     config: GPTConfig
     source: str  # where the weights came from, for people to read
     sha256: str  # of the weights file
+    revision: str | None = None  # the Hub commit they come from; None for local files
 
 
 # -- entry points -------------------------------------------------------------------------------
 
 def load_base_model(spec: str, shape_overrides: dict | None = None, *,
-                    cache_dir: str | Path | None = None) -> LoadedModel:
-    """The model named by `spec` (see the module doc), in eval mode on the CPU."""
+                    cache_dir: str | Path | None = None, revision: str = "") -> LoadedModel:
+    """The model named by `spec` (see the module doc), in eval mode on the CPU; `revision`
+    picks the commit of a Hub spec."""
     overrides = dict(shape_overrides or {})
-    if spec in PRESETS:
-        return _load_from_hub(f"{HUB_OWNER}/{spec}", overrides, cache_dir)
-    if spec.startswith("hf:"):
-        repo_id = spec[len("hf:"):]
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-            raise WeightsError(f"model spec {spec!r}: expected hf:OWNER/REPO")
-        return _load_from_hub(repo_id, overrides, cache_dir)
+    commit = hub_commit(spec, revision, cache_dir=cache_dir)
+    if commit is not None:
+        return _load_from_hub(hub_repo(spec), overrides, cache_dir, commit)
 
     path = Path(spec).expanduser()
     if not path.exists():
@@ -77,6 +81,46 @@ def load_base_model(spec: str, shape_overrides: dict | None = None, *,
     if weights is None:
         raise WeightsError(f"{path} holds no {WEIGHTS_FILE} (nor pytorch_model.bin)")
     return _load_file(weights, _read_json_beside(weights), overrides, source=str(weights))
+
+
+def hub_repo(spec: str) -> str | None:
+    """The Hub repository a spec names (module doc), or None for any other spec."""
+    if spec in PRESETS:
+        return f"{HUB_OWNER}/{spec}"
+    if not spec.startswith("hf:"):
+        return None
+    repo_id = spec[len("hf:"):]
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise WeightsError(f"model spec {spec!r}: expected hf:OWNER/REPO")
+    return repo_id
+
+
+# Commits resolved online, per (repo, revision, cache): one process loads the commit its stage
+# cache recorded, even if the Hub moves on in between. Offline the cache's refs/ decide.
+_ONLINE_COMMITS: dict[tuple[str, str, str], str] = {}
+
+
+def hub_commit(spec: str, revision: str = "", *,
+               cache_dir: str | Path | None = None) -> str | None:
+    """The commit of the Hub repository `spec` names that `revision` (empty = main) resolves
+    to, the folder name huggingface_hub caches it under (snapshots/<commit>/); None for a
+    spec that is not on the Hub. Fetches the repository's config.json, the way to ask
+    huggingface_hub that works online and offline alike."""
+    repo_id = hub_repo(spec)
+    if repo_id is None:
+        if revision:
+            raise WeightsError(f"model.revision {revision!r} picks a commit of a Hugging Face "
+                               f"Hub model; {spec!r} is not one")
+        return None
+    from huggingface_hub import constants
+
+    key = (repo_id, revision, str(cache_dir))
+    if not constants.HF_HUB_OFFLINE and key in _ONLINE_COMMITS:
+        return _ONLINE_COMMITS[key]
+    commit = _hub_file(repo_id, HF_CONFIG_FILE, cache_dir, revision or None).parent.name
+    if not constants.HF_HUB_OFFLINE:
+        _ONLINE_COMMITS[key] = commit
+    return commit
 
 
 def local_files(spec: str) -> list[Path]:
@@ -160,29 +204,36 @@ def load_finetuned(folder: str | Path) -> LoadedModel:
 
 # -- the Hugging Face Hub -----------------------------------------------------------------------
 
-def _load_from_hub(repo_id: str, overrides: dict, cache_dir) -> LoadedModel:
-    """Fetch config.json and model.safetensors through huggingface_hub, which caches, resumes,
-    shows progress and honours HF_HUB_OFFLINE."""
-    config_path = _hub_file(repo_id, HF_CONFIG_FILE, cache_dir)
-    weights_path = _hub_file(repo_id, WEIGHTS_FILE, cache_dir)
+def _load_from_hub(repo_id: str, overrides: dict, cache_dir, commit: str) -> LoadedModel:
+    """Fetch config.json and model.safetensors of one commit through huggingface_hub, which
+    caches, resumes, shows progress and honours HF_HUB_OFFLINE."""
+    config_path = _hub_file(repo_id, HF_CONFIG_FILE, cache_dir, commit)
+    weights_path = _hub_file(repo_id, WEIGHTS_FILE, cache_dir, commit)
     declared = _read_json(config_path)
-    return _load_file(weights_path, (declared, config_path), overrides,
-                      source=f"{repo_id} from the Hugging Face Hub")
+    loaded = _load_file(weights_path, (declared, config_path), overrides,
+                        source=f"{repo_id} from the Hugging Face Hub")
+    loaded.revision = commit
+    return loaded
 
 
-def _hub_file(repo_id: str, filename: str, cache_dir) -> Path:
+def _hub_file(repo_id: str, filename: str, cache_dir, revision: str | None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                       LocalEntryNotFoundError, RepositoryNotFoundError)
+                                       LocalEntryNotFoundError, RepositoryNotFoundError,
+                                       RevisionNotFoundError)
 
     try:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
     except LocalEntryNotFoundError:  # offline, or no connection, and not in the cache
+        at = f" --revision {revision}" if revision else ""
         raise WeightsError(
             f"cannot fetch {repo_id} from the Hugging Face Hub (offline and {filename} not "
-            f"cached): give a "
+            f"cached{f' at revision {revision}' if revision else ''}): give a "
             f"local path with model.base=PATH, or warm the cache with 'huggingface-cli download "
-            f"{repo_id}' on a machine with internet") from None
+            f"{repo_id}{at}' on a machine with internet") from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"{repo_id} on the Hugging Face Hub has no revision {revision!r} "
+                           f"(model.revision)") from None
     except GatedRepoError:
         raise WeightsError(f"{repo_id} on the Hugging Face Hub is gated: accept its terms and "
                            f"log in with 'huggingface-cli login'") from None
@@ -205,6 +256,10 @@ def _load_file(path: Path, declared: tuple[dict, Path] | None, overrides: dict,
     state = _read_state_dict(path)
     state = _to_book_keys(state, path)
     config = _resolve_config(state, declared, overrides, path)
+    if not config.tie_weights and "out_head.weight" not in state and "tok_emb.weight" in state:
+        # The book's recipe (its load_weights_into_gpt): an untied head starts as a copy of
+        # the token embedding, its own storage, and is trained apart from it.
+        state["out_head.weight"] = state["tok_emb.weight"].clone()
     model = _build_and_fill(config, state, path)
     return LoadedModel(model=model, config=config, source=source, sha256=sha256_file_remembered(path))
 
@@ -373,47 +428,62 @@ def _to_book_keys(state: dict, path: Path) -> dict[str, torch.Tensor]:
                        f"(tok_emb.weight); its first keys: {', '.join(names[:3])}")
 
 
+# Hugging Face GPT-2's names for the book's tensors. Outside the blocks: the book's name, theirs.
+HF_TOP_TENSORS = {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight",
+                  "final_norm.scale": "ln_f.weight", "final_norm.shift": "ln_f.bias"}
+# In block N (trf_blocks.N. in the book, h.N. in theirs): the book's name -> (their name,
+# whether to transpose it, which third of it). GPT-2 stores its projections as Conv1D, weight
+# (in, out), where nn.Linear has (out, in); c_attn holds query, key and value side by side.
+HF_BLOCK_TENSORS = {
+    "att.W_query.weight": ("attn.c_attn.weight", True, 0),
+    "att.W_key.weight": ("attn.c_attn.weight", True, 1),
+    "att.W_value.weight": ("attn.c_attn.weight", True, 2),
+    "att.W_query.bias": ("attn.c_attn.bias", False, 0),
+    "att.W_key.bias": ("attn.c_attn.bias", False, 1),
+    "att.W_value.bias": ("attn.c_attn.bias", False, 2),
+    "att.out_proj.weight": ("attn.c_proj.weight", True, None),
+    "att.out_proj.bias": ("attn.c_proj.bias", False, None),
+    "ff.layers.0.weight": ("mlp.c_fc.weight", True, None),
+    "ff.layers.0.bias": ("mlp.c_fc.bias", False, None),
+    "ff.layers.2.weight": ("mlp.c_proj.weight", True, None),
+    "ff.layers.2.bias": ("mlp.c_proj.bias", False, None),
+    "norm1.scale": ("ln_1.weight", False, None),
+    "norm1.shift": ("ln_1.bias", False, None),
+    "norm2.scale": ("ln_2.weight", False, None),
+    "norm2.shift": ("ln_2.bias", False, None),
+}
+
+
 def _book_keys_from_hf(state: dict, path: Path) -> dict[str, torch.Tensor]:
-    """Hugging Face GPT-2 keys to the book's. GPT-2 stores its projections as Conv1D, weight
-    (in, out), where nn.Linear has (out, in); c_attn holds query, key and value side by side."""
+    """Hugging Face GPT-2 keys to the book's (HF_TOP_TENSORS, HF_BLOCK_TENSORS)."""
     remaining = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
     # Old checkpoints carry the causal mask as buffers: attn.bias and attn.masked_bias.
     remaining = {name: tensor for name, tensor in remaining.items()
                  if not re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", name)}
+    used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
         if name not in remaining:
             raise WeightsError(f"{path} lacks tensor {name}")
-        return remaining.pop(name)
+        used.add(name)
+        return remaining[name]
 
-    book = {"tok_emb.weight": take("wte.weight"), "pos_emb.weight": take("wpe.weight"),
-            "final_norm.scale": take("ln_f.weight"), "final_norm.shift": take("ln_f.bias")}
+    book = {ours: take(theirs) for ours, theirs in HF_TOP_TENSORS.items()}
     if "lm_head.weight" in remaining:
-        book["out_head.weight"] = remaining.pop("lm_head.weight")
+        book["out_head.weight"] = take("lm_head.weight")
     layers = sorted({int(m.group(1)) for name in remaining if (m := re.match(r"h\.(\d+)\.", name))})
     for i in layers:
-        hf, ours = f"h.{i}.", f"trf_blocks.{i}."
-        query, key, value = take(hf + "attn.c_attn.weight").t().chunk(3, dim=0)
-        book[ours + "att.W_query.weight"] = query
-        book[ours + "att.W_key.weight"] = key
-        book[ours + "att.W_value.weight"] = value
-        query_bias, key_bias, value_bias = take(hf + "attn.c_attn.bias").chunk(3, dim=0)
-        book[ours + "att.W_query.bias"] = query_bias
-        book[ours + "att.W_key.bias"] = key_bias
-        book[ours + "att.W_value.bias"] = value_bias
-        book[ours + "att.out_proj.weight"] = take(hf + "attn.c_proj.weight").t()
-        book[ours + "att.out_proj.bias"] = take(hf + "attn.c_proj.bias")
-        book[ours + "ff.layers.0.weight"] = take(hf + "mlp.c_fc.weight").t()
-        book[ours + "ff.layers.0.bias"] = take(hf + "mlp.c_fc.bias")
-        book[ours + "ff.layers.2.weight"] = take(hf + "mlp.c_proj.weight").t()
-        book[ours + "ff.layers.2.bias"] = take(hf + "mlp.c_proj.bias")
-        book[ours + "norm1.scale"] = take(hf + "ln_1.weight")
-        book[ours + "norm1.shift"] = take(hf + "ln_1.bias")
-        book[ours + "norm2.scale"] = take(hf + "ln_2.weight")
-        book[ours + "norm2.shift"] = take(hf + "ln_2.bias")
-    if remaining:
+        for ours, (theirs, transpose, third) in HF_BLOCK_TENSORS.items():
+            tensor = take(f"h.{i}.{theirs}")
+            if transpose:
+                tensor = tensor.t()
+            if third is not None:
+                tensor = tensor.chunk(3, dim=0)[third]
+            book[f"trf_blocks.{i}.{ours}"] = tensor
+    unused = [name for name in remaining if name not in used]
+    if unused:
         raise WeightsError(f"{path} holds tensors a GPT-2 does not have: "
-                           f"{_first_few(remaining)}")
+                           f"{_first_few(unused)}")
     return book
 
 

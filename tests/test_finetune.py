@@ -1,6 +1,9 @@
 """The finetune stage end to end on the real instruction data, with a tiny random-weight model."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,10 +13,12 @@ from evalpipe.cli import main
 from evalpipe.config import load_config
 from evalpipe.finetune import train_model
 from evalpipe.io import read_jsonl
+from evalpipe.model import GPTConfig, GPTModel
 from evalpipe.pipeline import RunPaths
 from evalpipe.weights import load_finetuned
 
-SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "configs" / "smoke.toml"
 # Smaller and shorter than the smoke run: a few steps are enough to see the loss move.
 FAST = ["finetune.max_steps=6", "finetune.eval_interval=3", "finetune.checkpoint_interval=2",
         "model.emb_dim=32", "model.context_length=192", "finetune.max_length=192"]
@@ -169,3 +174,162 @@ def test_checkpoint_interval_zero_checkpoints_per_epoch_only(run_env, instructio
     assert cli("nockpt", "finetune", settings) == 0
     assert json.loads((run_env / "results/nockpt/finetune/summary.json").read_text())[
         "steps"] == 2
+
+
+# -- randomness: dropout with a base model that is not "random" ----------------------------------
+
+def local_base(folder: Path) -> str:
+    """A book state dict in FAST's shape, its shape in a JSON beside it: a base model whose
+    loading draws nothing from torch's random generator (unlike model.base = "random")."""
+    shape = GPTConfig(vocab_size=50257, context_length=192, emb_dim=32, n_heads=4, n_layers=2)
+    torch.manual_seed(7)
+    torch.save(GPTModel(shape).state_dict(), folder / "base.pth")
+    (folder / "base.json").write_text(json.dumps(shape.to_dict()))
+    return str(folder / "base.pth")
+
+
+def final_weights(run_env: Path, run: str) -> dict:
+    return load_finetuned(run_env / f"results/{run}/finetune").model.state_dict()
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_dropout_runs_repeat_exactly(run_env, instruction_data, gpt2_tokenizer):
+    """finetune.seed decides the dropout masks: two runs of a local base with dropout end with
+    the same weights, whatever the process's random generators did before."""
+    settings = overrides(instruction_data, f"model.base={local_base(run_env)}",
+                         "model.drop_rate=0.1", "finetune.max_steps=3", "finetune.eval_interval=0")
+    for run in ("first", "second", "no-dropout"):
+        assert cli(run, "prepare", settings) == 0
+    config = load_config(SMOKE, settings)
+    train_model(config, RunPaths(run_env / "results", "first"))
+    torch.rand(5)  # whatever ran in between
+    train_model(config, RunPaths(run_env / "results", "second"))
+    assert_same_weights(final_weights(run_env, "first"), final_weights(run_env, "second"))
+
+    # Dropout did act: without it the same steps end elsewhere.
+    train_model(load_config(SMOKE, [*settings, "model.drop_rate=0.0"]),
+                RunPaths(run_env / "results", "no-dropout"))
+    assert not torch.equal(final_weights(run_env, "first")["tok_emb.weight"],
+                           final_weights(run_env, "no-dropout")["tok_emb.weight"])
+
+
+KILLED_AT_STEP_5 = """
+import os, signal, sys
+from pathlib import Path
+from evalpipe.config import load_config
+from evalpipe.finetune import train_model
+from evalpipe.pipeline import RunPaths
+
+config_path, results, run, kill = sys.argv[1:5]
+
+def on_step(step):
+    if kill == "kill" and step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no exception handlers
+    print("step", step, flush=True)
+
+train_model(load_config(config_path, sys.argv[5:]), RunPaths(Path(results), run), on_step=on_step)
+"""
+
+
+def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_with_dropout(
+        run_env, instruction_data, gpt2_tokenizer):
+    """Killed (SIGKILL) after step 5, in a process of its own, with the checkpoint of step 4
+    on disk; a new process resumes at step 5 and ends with exactly the weights and metrics of
+    an uninterrupted run: the dropout masks of steps 5 and 6 are the ones the uninterrupted
+    run drew."""
+    # One thread everywhere: the float rounding of a sum depends on how threads split it.
+    settings = overrides(instruction_data, f"model.base={local_base(run_env)}",
+                         "model.drop_rate=0.1", "finetune.num_threads=1")
+    for run in ("whole", "killed"):
+        assert cli(run, "prepare", settings) == 0
+    train_model(load_config(SMOKE, settings), RunPaths(run_env / "results", "whole"))
+
+    def child(kill: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, "-c", KILLED_AT_STEP_5, str(SMOKE),
+                               str(run_env / "results"), "killed", kill, *settings],
+                              env=env, cwd=run_env, capture_output=True, text=True, timeout=300)
+
+    killed = child("kill")
+    assert killed.returncode == -9, killed.stderr
+    assert [line for line in killed.stdout.splitlines() if line.startswith("step")] == [
+        "step 1", "step 2", "step 3", "step 4"]
+    assert (run_env / "results/killed/finetune/checkpoint.pt").exists()
+    assert not (run_env / "results/killed/finetune/model.safetensors").exists()
+
+    resumed = child("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finetune: resuming at step 4 of 6" in resumed.stdout
+    assert [line for line in resumed.stdout.splitlines() if line.startswith("step")] == [
+        "step 5", "step 6"]
+    assert_same_weights(final_weights(run_env, "whole"), final_weights(run_env, "killed"))
+    strip = [{k: v for k, v in m.items() if k != "seconds"}
+             for m in read_jsonl(run_env / "results/whole/finetune/metrics.jsonl")]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"}
+                     for m in read_jsonl(run_env / "results/killed/finetune/metrics.jsonl")]
+
+
+# -- a Hub base model is one commit of its repository -------------------------------------------
+
+def test_a_new_commit_on_the_hub_makes_finetune_and_generate_stale(
+        run_env, instruction_data, gpt2_tokenizer, monkeypatch, capsys):
+    """hf:someone/tiny-gpt2 in a Hub cache (offline) at two commits. Fine-tuned at the first;
+    main moved to the second makes finetune (and a generate straight from the base) stale;
+    model.revision pins the first again."""
+    import huggingface_hub.constants
+    from test_weights import FIRST_COMMIT, SECOND_COMMIT, lay_out_hub_cache, safetensors_bytes
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(run_env / "hub"))
+    for seed, commit in ((0, FIRST_COMMIT), (1, SECOND_COMMIT)):
+        torch.manual_seed(seed)
+        hf_model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=192))
+        tensors = {k: v.contiguous() for k, v in hf_model.state_dict().items()
+                   if k != "lm_head.weight"}
+        lay_out_hub_cache(run_env / "hub", "someone/tiny-gpt2", {
+            "config.json": hf_model.config.to_json_string().encode(),
+            "model.safetensors": safetensors_bytes(tensors, run_env)}, commit=commit)
+    main_ref = run_env / "hub/models--someone--tiny-gpt2/refs/main"
+    main_ref.write_text(FIRST_COMMIT)
+
+    settings = overrides(instruction_data, "model.base=hf:someone/tiny-gpt2",
+                         "finetune.max_steps=1", "finetune.eval_interval=0")
+    base_generate = [*settings, "generate.model=base", "generate.max_new_tokens=1"]
+    out = run_env / "results/hub/finetune"
+
+    def status(extra=()) -> dict[str, str]:
+        capsys.readouterr()
+        assert cli("hub", "status", [*settings, *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()[1:]
+        return {line.split()[0]: " ".join(line.split()[1:]) for line in lines}
+
+    assert cli("hub", "finetune", settings) == 0
+    assert cli("hub-base", "generate", base_generate) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["model.base_commit"] == FIRST_COMMIT
+    assert json.loads((out / "model.json").read_text())["base_revision"] == FIRST_COMMIT
+    assert json.loads((out / "summary.json").read_text())["base_revision"] == FIRST_COMMIT
+    assert status()["finetune"].startswith("done")
+
+    main_ref.write_text(SECOND_COMMIT)  # a new commit on the Hub, fetched into the cache
+    assert status()["finetune"] == "stale configuration changed: model.base_commit"
+    capsys.readouterr()
+    assert cli("hub-base", "status", base_generate) == 0
+    assert "generate   stale    configuration changed: model.base_commit" in \
+        capsys.readouterr().out
+    # Pinned to the commit it was fine-tuned at: up to date again, nothing to redo.
+    assert status([f"model.revision={FIRST_COMMIT}"])["finetune"].startswith("done")
+
+    assert cli("hub", "finetune", settings) == 0
+    assert json.loads((out / "model.json").read_text())["base_revision"] == SECOND_COMMIT
+    assert json.loads((out / "manifest.json").read_text())["config"]["model.base_commit"] == \
+        SECOND_COMMIT
+    assert status()["finetune"].startswith("done")
+    assert status([f"model.revision={FIRST_COMMIT}"])["finetune"] == \
+        "stale configuration changed: model.base_commit"

@@ -34,7 +34,14 @@ def tiny_hf_model(tie_word_embeddings=True, seed=0):
     torch.manual_seed(seed)
     config = GPT2Config(**HF_SHAPE, tie_word_embeddings=tie_word_embeddings,
                         bos_token_id=0, eos_token_id=0)
-    return GPT2LMHeadModel(config).eval()
+    model = GPT2LMHeadModel(config).eval()
+    # Every parameter random, biases and LayerNorms included: transformers initialises
+    # biases to zero and LayerNorms to one and zero, and a key mapping that swapped two of
+    # those (query and key biases, ln_1 and ln_2) would still give the same logits.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.2)
+    return model
 
 
 def assert_same_logits(loaded, hf_model, atol=1e-4):
@@ -56,13 +63,18 @@ def openai_style_tensors(hf_model) -> dict:
     return tensors
 
 
-def lay_out_hub_cache(cache_dir, repo_id, files: dict[str, bytes]) -> None:
-    """A huggingface_hub cache holding `files` of repo_id at main: the content in blobs/,
-    refs/main naming the commit, snapshots/<commit>/ linking to the blobs."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
+FIRST_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SECOND_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def lay_out_hub_cache(cache_dir, repo_id, files: dict[str, bytes],
+                      commit: str = FIRST_COMMIT) -> None:
+    """A huggingface_hub cache holding `files` of repo_id at `commit`, and main at that
+    commit: the content in blobs/, refs/main naming the commit, snapshots/<commit>/ linking
+    to the blobs. Called again with another commit, it adds that commit beside the first."""
     repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs/main").write_text(commit)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
@@ -150,6 +162,104 @@ def test_hf_repo_spec_loads_prefixed_keys_and_an_untied_head(tmp_path, offline):
     assert_same_logits(loaded, hf_model)
 
 
+@pytest.mark.parametrize("swap", [("att.W_query.bias", "att.W_key.bias"),
+                                  ("norm1.scale", "norm2.scale"),
+                                  ("norm1.shift", "norm2.shift")])
+def test_the_parity_check_catches_a_swapped_key_mapping(tmp_path, monkeypatch, swap):
+    """The logits comparison above can fail: with two entries of the Hugging Face key mapping
+    swapped, the loaded model no longer matches transformers' (the reference's biases and
+    LayerNorms are random, not zero and one)."""
+    import evalpipe.weights
+
+    hf_model = tiny_hf_model()
+    hf_model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
+
+    table = evalpipe.weights.HF_BLOCK_TENSORS
+    first, second = swap
+    first_source, second_source = table[first], table[second]
+    monkeypatch.setitem(table, first, second_source)
+    monkeypatch.setitem(table, second, first_source)
+    with pytest.raises(AssertionError):
+        assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
+
+
+def test_an_untied_head_from_tied_hub_weights_is_a_copy_trained_apart(tmp_path, offline):
+    """model.tie_weights = "false" with GPT-2's own weights (no lm_head): the book's recipe,
+    out_head a copy of the token embedding that fine-tuning then changes on its own."""
+    hf_model = tiny_hf_model()
+    lay_out_hub_cache(tmp_path / "hub", "openai-community/gpt2", {
+        "config.json": hf_model.config.to_json_string().encode(),
+        "model.safetensors": safetensors_bytes(openai_style_tensors(hf_model), tmp_path)})
+    loaded = load_base_model("gpt2", {"tie_weights": False}, cache_dir=tmp_path / "hub")
+    model = loaded.model
+    assert loaded.config.tie_weights is False
+    assert torch.equal(model.out_head.weight, model.tok_emb.weight)
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert model.out_head.weight.data_ptr() != model.tok_emb.weight.data_ptr()
+    assert_same_logits(loaded, hf_model)  # still GPT-2's logits before training
+    embedding = model.tok_emb.weight.detach().clone()
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, HF_SHAPE["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(3))
+    model(idx).logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert not torch.equal(model.out_head.weight, model.tok_emb.weight)
+    assert not torch.equal(model.tok_emb.weight, embedding)
+
+
+def two_commits_of_gpt2(tmp_path):
+    """openai-community/gpt2 in a Hub cache at two commits with different weights, main at
+    the second; the two reference models."""
+    models = [tiny_hf_model(seed=seed) for seed in (0, 1)]
+    for commit, hf_model in zip((FIRST_COMMIT, SECOND_COMMIT), models):
+        lay_out_hub_cache(tmp_path / "hub", "openai-community/gpt2", {
+            "config.json": hf_model.config.to_json_string().encode(),
+            "model.safetensors": safetensors_bytes(openai_style_tensors(hf_model), tmp_path)},
+            commit=commit)
+    return models
+
+
+def test_a_hub_model_is_the_commit_main_names_or_model_revision_pins(tmp_path, offline):
+    from evalpipe.weights import hub_commit
+
+    first, second = two_commits_of_gpt2(tmp_path)
+    hub = tmp_path / "hub"
+    assert hub_commit("gpt2", cache_dir=hub) == SECOND_COMMIT
+    loaded = load_base_model("gpt2", cache_dir=hub)
+    assert loaded.revision == SECOND_COMMIT
+    assert_same_logits(loaded, second)
+
+    pinned = load_base_model("gpt2", cache_dir=hub, revision=FIRST_COMMIT)
+    assert pinned.revision == hub_commit("gpt2", FIRST_COMMIT, cache_dir=hub) == FIRST_COMMIT
+    assert_same_logits(pinned, first)
+    assert pinned.sha256 != loaded.sha256
+
+    # main moved back (as after 'huggingface-cli download' of another commit): main follows
+    (hub / "models--openai-community--gpt2/refs/main").write_text(FIRST_COMMIT)
+    assert hub_commit("gpt2", cache_dir=hub) == FIRST_COMMIT
+    assert hub_commit("gpt2", "main", cache_dir=hub) == FIRST_COMMIT
+    assert load_base_model("gpt2", cache_dir=hub).revision == FIRST_COMMIT
+
+    with pytest.raises(WeightsError, match=r"^cannot fetch openai-community/gpt2 from the Hugging "
+                                           r"Face Hub \(offline and config.json not cached at "
+                                           r"revision v2\): .*'huggingface-cli download "
+                                           r"openai-community/gpt2 --revision v2'"):
+        load_base_model("gpt2", cache_dir=hub, revision="v2")
+
+
+def test_local_models_have_no_commit_and_refuse_a_revision(tmp_path):
+    from evalpipe.weights import hub_commit
+
+    tiny_hf_model().save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    assert hub_commit(str(tmp_path / "tiny")) is None
+    assert load_base_model(str(tmp_path / "tiny")).revision is None
+    with pytest.raises(WeightsError, match=r"^model.revision 'main' picks a commit of a Hugging "
+                                           r"Face Hub model; '.*tiny' is not one$"):
+        load_base_model(str(tmp_path / "tiny"), revision="main")
+
+
 def test_offline_without_cache_says_what_to_do(tmp_path, offline):
     with pytest.raises(WeightsError) as caught:
         load_base_model("gpt2-medium", cache_dir=tmp_path / "empty")
@@ -164,7 +274,8 @@ def test_offline_with_only_the_config_cached_names_the_weights_file(tmp_path, of
     lay_out_hub_cache(tmp_path / "hub", "someone/half", {
         "config.json": json.dumps({"n_embd": 64, "n_layer": 2, "n_head": 4}).encode()})
     with pytest.raises(WeightsError, match=r"^cannot fetch someone/half from the Hugging Face "
-                                           r"Hub \(offline and model.safetensors not cached\)"):
+                                           r"Hub \(offline and model.safetensors not cached at "
+                                           r"revision 0123456789abcdef0123456789abcdef01234567\)"):
         load_base_model("hf:someone/half", cache_dir=tmp_path / "hub")
 
 
