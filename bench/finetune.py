@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalpipe.finetune import (
+from evalpipe.gpt2.model import PRESETS, GPTModel
+from evalpipe.stages.finetune import (
     IGNORE_INDEX,
     batch_loss,
     collate,
@@ -56,7 +57,6 @@ from evalpipe.finetune import (
     epoch_order,
     make_optimizer,
 )
-from evalpipe.model import PRESETS, GPTModel
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("EVALPIPE_SHARED", REPO.parent / "shared")) / "data"

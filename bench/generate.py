@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from evalpipe.generation import generate_batch, generate_naive
-from evalpipe.model import PRESETS, GPTModel
+from evalpipe.gpt2.generation import generate_batch, generate_naive
+from evalpipe.gpt2.model import PRESETS, GPTModel
 
 
 def parse_args():

@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from standins import OllamaStandIn, book_judge  # noqa: E402
 
-from evalpipe import judge  # noqa: E402
 from evalpipe.config import load_config  # noqa: E402
 from evalpipe.io import read_jsonl, write_jsonl  # noqa: E402
-from evalpipe.pipeline import RunPaths  # noqa: E402
+from evalpipe.stages import judge  # noqa: E402
+from evalpipe.stages.pipeline import RunPaths  # noqa: E402
 
 
 def parse_args():
@@ -78,7 +78,7 @@ def main():
         return book_judge(body)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    import ollama, tqdm  # noqa: E401, F401 - imported before the clock starts, not in the first run
+    import ollama  # noqa: E401, F401 - imported before the clock starts, not in the first run
 
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"judge stage, {args.items} items, stand-in Ollama with {args.latency * 1000:.0f} ms "

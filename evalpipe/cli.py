@@ -1,7 +1,7 @@
 """The command line: `evalpipe STAGE [--config FILE] [--run NAME] [--set section.key=value ...]`.
 
 Every subcommand reads the same configuration; the stage cache decides what really runs. A
-config with several base models (`model.bases`) makes one run per base (evalpipe/bases.py):
+config with several base models (`model.bases`) makes one run per base (evalpipe/sweep.py):
 every command then acts on each of them, and `evaluate` ends with their comparison.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 from evalpipe import __version__
 from evalpipe.config import load_config, parse_override
 from evalpipe.errors import EvalpipeError
-from evalpipe.generate import remember_import
-from evalpipe.pipeline import STAGE_NAMES, Pipeline, default_paths
+from evalpipe.paths import default_paths
+from evalpipe.stages.generate import remember_import
+from evalpipe.stages.pipeline import STAGE_NAMES, Pipeline
 
 DEFAULT_CONFIG = "configs/book.toml"
 
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":  # works on finished runs: no configuration of its own
-        from evalpipe.compare import compare_runs, judge_config_for, print_leaderboard
+        from evalpipe.compare.command import (
+            compare_runs,
+            judge_config_for,
+            print_leaderboard,
+        )
 
         config = None
         if args.mode == "together":
@@ -129,7 +134,7 @@ def dispatch(args: argparse.Namespace) -> int:
     paths = default_paths(run_name, args.results, args.datasets)
     if config.model.bases:
         return dispatch_bases(args, config, paths)
-    # A run whose responses were imported stays imported (evalpipe/generate.py).
+    # A run whose responses were imported stays imported (evalpipe/stages/generate.py).
     given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
     remembered = remember_import(config, paths, given)
     pipeline = Pipeline(config, paths)
@@ -153,22 +158,22 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
     """The commands of a config with several base models: each acts on every sub-run."""
-    from evalpipe import bases
+    from evalpipe import sweep
 
     if args.command == "evaluate":
-        bases.evaluate(config, paths)
+        sweep.evaluate(config, paths)
         return 0
     if args.command == "status":
-        print("\n".join(bases.status_lines(config, paths)))
+        print("\n".join(sweep.status_lines(config, paths)))
         return 0
     if args.command == "clean":
-        bases.each(config, paths, lambda pipeline: clean(pipeline, args.stage))
+        sweep.each(config, paths, lambda pipeline: clean(pipeline, args.stage))
         return 0
     if args.command in ("judge", "aggregate") and config.judge.mode == "together":
         raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
                             "runs are judged together by 'evalpipe evaluate'")
     force = getattr(args, "force", False)
-    bases.each(config, paths, lambda pipeline: pipeline.ensure(args.command, force=force))
+    sweep.each(config, paths, lambda pipeline: pipeline.ensure(args.command, force=force))
     return 0
 
 

@@ -197,7 +197,7 @@ def book_judge(body: dict) -> str | StandInFailure:
                                "rubric's (Reference answer: / Response to grade:)")
 
 
-# The together prompt (evalpipe/prompts.py, render_together): "Reference answer:\n<text>" then
+# The together prompt (evalpipe/judging/prompts.py, render_together): "Reference answer:\n<text>" then
 # blocks "[Response N]\n<text>\n[End of Response N]", then the instructions.
 _TOGETHER_REFERENCE = re.compile(r"Reference answer:\n(.*?)\n\n\[Response 1\]\n", re.DOTALL)
 _TOGETHER_BLOCK = re.compile(r"\[Response (\d+)\]\n(.*?)\n\[End of Response \1\]", re.DOTALL)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe import aggregate, stats
+from evalpipe import stats
 from evalpipe.config import load_config
 from evalpipe.errors import EvalpipeError
-from evalpipe.pipeline import Pipeline, RunPaths, get_stage
-from evalpipe.report import lookup
+from evalpipe.paths import RunPaths
+from evalpipe.report.format import lookup
+from evalpipe.stages import aggregate
+from evalpipe.stages.pipeline import Pipeline, get_stage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT_RESPONSE = "<script>alert(1)</script>"

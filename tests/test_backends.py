@@ -12,23 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-
-from evalpipe.backends import (
-    OPENAI_OPTION_NAMES,
-    JudgeError,
-    JudgeIdentity,
-    JudgeRequest,
-    OllamaBackend,
-    OpenAIBackend,
-    HostPool,
-    Reply,
-    TransientJudgeError,
-    chat_extras,
-    make_backend,
-    ollama_url,
-)
-from evalpipe.config import JudgeConfig
-from evalpipe.templates import get_template
 from standins import (
     DEFAULT_OLLAMA_MODELS,
     OllamaStandIn,
@@ -39,6 +22,23 @@ from standins import (
     prompt_tokens,
     unused_url,
 )
+
+from evalpipe.config import JudgeConfig
+from evalpipe.judging.backends import (
+    OPENAI_OPTION_NAMES,
+    HostPool,
+    JudgeError,
+    JudgeIdentity,
+    JudgeRequest,
+    OllamaBackend,
+    OpenAIBackend,
+    Reply,
+    TransientJudgeError,
+    chat_extras,
+    make_backend,
+    ollama_url,
+)
+from evalpipe.templates import get_template
 
 BOOK_OPTIONS = {"seed": 123, "temperature": 0, "num_ctx": 2048}
 SCHEMA = {

@@ -45,7 +45,7 @@ def prepared(tmp_path_factory, instruction_data, gpt2_tokenizer):
     import torch
     from safetensors.torch import save_file
 
-    from evalpipe.model import GPTConfig, GPTModel
+    from evalpipe.gpt2.model import GPTConfig, GPTModel
 
     folder = tmp_path_factory.mktemp("bad-values")
     source = f"data.source={json.dumps(str(instruction_data))}"
@@ -173,7 +173,7 @@ def test_a_bad_value_is_one_line_naming_it(prepared, case):
     ("http_mirror/data.json", False),
 ])
 def test_sources_that_make_sense_are_kept(source, url):
-    from evalpipe.prepare import is_url
+    from evalpipe.stages.prepare import is_url
 
     assert is_url(source) is url
 

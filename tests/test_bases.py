@@ -1,9 +1,9 @@
-"""Several base models in one config (`model.bases`, evalpipe/bases.py): one run per base, each
+"""Several base models in one config (`model.bases`, evalpipe/sweep.py): one run per base, each
 fine-tuned and generated on its own and cached by the stage cache, then judged together (or
 alone) and compared into results/compare-<run>/.
 
 End to end with two tiny GPT-2-shaped checkpoints written here (a book state dict with its
-shape in a JSON beside it, and a folder saved by evalpipe.weights.save_finetuned), two
+shape in a JSON beside it, and a folder saved by evalpipe.gpt2.weights.save_finetuned), two
 optimizer steps, eight new tokens, and the stand-in judge over real HTTP.
 """
 
@@ -17,12 +17,12 @@ import pytest
 import torch
 from standins import OllamaStandIn, together_judge, unused_url
 
-from evalpipe.bases import base_slug, sub_runs
 from evalpipe.cli import main
 from evalpipe.config import ConfigError, load_config
+from evalpipe.gpt2.model import GPTConfig, GPTModel
+from evalpipe.gpt2.weights import save_finetuned
 from evalpipe.io import read_jsonl
-from evalpipe.model import GPTConfig, GPTModel
-from evalpipe.weights import save_finetuned
+from evalpipe.sweep import base_slug, sub_runs
 
 TINY = GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=1,
                  qkv_bias=False, tie_weights=True)

@@ -19,7 +19,7 @@ import pytest
 from evalpipe.cli import main
 from evalpipe.config import RunConfig
 from evalpipe.io import write_json, write_jsonl
-from evalpipe.prepare import content_id
+from evalpipe.records import content_id
 from evalpipe.stats import bootstrap_ci
 
 ITEMS = [

@@ -6,10 +6,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from standins import OllamaStandIn, book_judge, book_score
 
 from evalpipe.cli import main
 from evalpipe.io import read_jsonl
-from standins import OllamaStandIn, book_judge, book_score
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
 

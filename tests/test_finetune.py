@@ -11,11 +11,11 @@ import torch
 
 from evalpipe.cli import main
 from evalpipe.config import load_config
-from evalpipe.finetune import train_model
+from evalpipe.gpt2.model import GPTConfig, GPTModel
+from evalpipe.gpt2.weights import load_finetuned
 from evalpipe.io import read_jsonl
-from evalpipe.model import GPTConfig, GPTModel
-from evalpipe.pipeline import RunPaths
-from evalpipe.weights import load_finetuned
+from evalpipe.paths import RunPaths
+from evalpipe.stages.finetune import train_model
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -222,8 +222,8 @@ KILLED_AT_STEP_5 = """
 import os, signal, sys
 from pathlib import Path
 from evalpipe.config import load_config
-from evalpipe.finetune import train_model
-from evalpipe.pipeline import RunPaths
+from evalpipe.stages.finetune import train_model
+from evalpipe.paths import RunPaths
 
 config_path, results, run, kill = sys.argv[1:5]
 
@@ -282,7 +282,12 @@ def test_a_new_commit_on_the_hub_makes_finetune_and_generate_stale(
     main moved to the second makes finetune (and a generate straight from the base) stale;
     model.revision pins the first again."""
     import huggingface_hub.constants
-    from test_weights import FIRST_COMMIT, SECOND_COMMIT, lay_out_hub_cache, safetensors_bytes
+    from test_weights import (
+        FIRST_COMMIT,
+        SECOND_COMMIT,
+        lay_out_hub_cache,
+        safetensors_bytes,
+    )
     from transformers import GPT2Config, GPT2LMHeadModel
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

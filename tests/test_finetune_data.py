@@ -2,7 +2,13 @@
 
 import torch
 
-from evalpipe.finetune import IGNORE_INDEX, Example, collate, encode_examples, epoch_order
+from evalpipe.stages.finetune import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    encode_examples,
+    epoch_order,
+)
 
 PAD = 50256
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from evalpipe.cli import main
-from evalpipe.generation import generate_naive
+from evalpipe.gpt2.generation import generate_naive
+from evalpipe.gpt2.weights import load_finetuned
 from evalpipe.io import read_jsonl
 from evalpipe.templates import END_OF_TEXT_ID, encode, get_template
-from evalpipe.weights import load_finetuned
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -153,7 +153,7 @@ def checkpoint(run_env) -> Path:
     """A small random base model of smoke.toml's shape, saved as the book's state dict."""
     import torch
 
-    from evalpipe.model import GPTConfig, GPTModel
+    from evalpipe.gpt2.model import GPTConfig, GPTModel
 
     path = run_env / "mine.pth"
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ def test_a_base_checkpoint_replaced_in_place_makes_generate_stale(
     """generate.model = a local checkpoint: its files are inputs of the stage."""
     import torch
 
-    from evalpipe.model import GPTConfig, GPTModel
+    from evalpipe.gpt2.model import GPTConfig, GPTModel
 
     shape = GPTConfig(**SHAPE)
     settings = [f"data.source={instruction_data}", f"generate.model={checkpoint}",

@@ -3,8 +3,13 @@
 import pytest
 import torch
 
-from evalpipe.generation import Generation, generate_batch, generate_naive, next_tokens
-from evalpipe.model import GPTConfig, GPTModel
+from evalpipe.gpt2.generation import (
+    Generation,
+    generate_batch,
+    generate_naive,
+    next_tokens,
+)
+from evalpipe.gpt2.model import GPTConfig, GPTModel
 
 CONTEXT = 32
 

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from standins import OllamaStandIn, book_judge, book_score
 
 from evalpipe.cli import main
 from evalpipe.io import read_jsonl
-from standins import OllamaStandIn, book_judge, book_score
 
 BOOK = Path(__file__).resolve().parent.parent / "configs" / "book.toml"  # what make passes
 

@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from evalpipe.io import (DataError, JsonlAppender, atomic_open, read_jsonl, read_partial_jsonl,
-                         read_records, write_jsonl)
+from evalpipe.io import (
+    DataError,
+    JsonlAppender,
+    atomic_open,
+    read_jsonl,
+    read_partial_jsonl,
+    read_records,
+    write_jsonl,
+)
 
 
 def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.backends import JudgeError, JudgeIdentity, JudgeRequest, LlamaCppBackend, make_backend
 from evalpipe.config import JudgeConfig
 from evalpipe.io import sha256_file_remembered
+from evalpipe.judging.backends import (
+    JudgeError,
+    JudgeIdentity,
+    JudgeRequest,
+    LlamaCppBackend,
+    make_backend,
+)
 
 # A judgment schema whose reason is short enough to finish within the token limit, so the
 # reply is complete JSON whatever the model writes.

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evalpipe.model import PRESETS, GPTConfig, GPTModel, KVCache
+from evalpipe.gpt2.model import PRESETS, GPTConfig, GPTModel, KVCache
 
 TINY = GPTConfig(vocab_size=101, context_length=24, emb_dim=32, n_heads=4, n_layers=2)
 

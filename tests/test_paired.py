@@ -1,4 +1,4 @@
-"""Paired statistics (evalpipe/paired.py) against values worked out by hand in the comments."""
+"""Paired statistics (evalpipe/stats/paired.py) against values worked out by hand in the comments."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from evalpipe.paired import (agreement, compare_pair, correlations, mean_difference,
-                             paired_bootstrap_ci, quadratic_kappa, score_bins, win_shares,
-                             wilcoxon_signed_rank)
-
+from evalpipe.stats.paired import (
+    agreement,
+    compare_pair,
+    correlations,
+    mean_difference,
+    paired_bootstrap_ci,
+    quadratic_kappa,
+    score_bins,
+    wilcoxon_signed_rank,
+    win_shares,
+)
 
 # -- mean difference and wins --------------------------------------------------------------------
 

@@ -180,8 +180,8 @@ def test_a_changed_identity_value_makes_the_stage_stale(run_env, source, no_conf
     """A stage module's `identity(config, paths)` gives values that decide its outputs besides
     its configuration and inputs (the judge: the served model's digest); the manifest records
     them, and a changed one makes the stage stale."""
-    from evalpipe import prepare as prepare_stage
-    from evalpipe.pipeline import Unchecked
+    from evalpipe.manifest import Unchecked
+    from evalpipe.stages import prepare as prepare_stage
 
     served = {"weights": "a" * 64, "rule": 1}
     monkeypatch.setattr(prepare_stage, "identity", lambda config, paths: dict(served),
@@ -219,7 +219,7 @@ def test_a_changed_identity_value_makes_the_stage_stale(run_env, source, no_conf
 
 def test_a_manifest_without_identity_values_is_stale(run_env, source, no_config, capsys,
                                                      monkeypatch):
-    from evalpipe import prepare as prepare_stage
+    from evalpipe.stages import prepare as prepare_stage
 
     evalpipe("prepare", "--set", f"data.source={source}")
     monkeypatch.setattr(prepare_stage, "identity", lambda config, paths: {"rule": 1},
@@ -232,7 +232,7 @@ def test_an_incomplete_stage_runs_again_and_makes_later_stages_stale(
     """A stage module's `incomplete(config, paths)`, asked after a run, says what is missing
     (the judge: items that ended in error); the stage is then neither done nor stale but
     incomplete, runs again, and the stages after it are stale."""
-    from evalpipe import prepare as prepare_stage
+    from evalpipe.stages import prepare as prepare_stage
 
     missing = {"text": "2 errors"}
     monkeypatch.setattr(prepare_stage, "incomplete", lambda config, paths: missing["text"],

@@ -10,8 +10,10 @@ import pytest
 from evalpipe.config import load_config
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import DataError, read_jsonl
-from evalpipe.pipeline import Pipeline, RunPaths
-from evalpipe.prepare import content_id, split, with_ids
+from evalpipe.paths import RunPaths
+from evalpipe.records import content_id
+from evalpipe.stages.pipeline import Pipeline
+from evalpipe.stages.prepare import split, with_ids
 
 
 def make_records(n: int) -> list[dict]:

@@ -1,11 +1,17 @@
-"""The judge's prompts and the rules that turn a reply into a score (evalpipe/prompts.py)."""
+"""The judge's prompts and the rules that turn a reply into a score (evalpipe/judging/prompts.py)."""
 
 import json
 
 import pytest
-
-from evalpipe.prompts import Parsed, parse_reply, render, schema, standalone_integers
 from standins import parse_book_prompt, parse_rubric_prompt
+
+from evalpipe.judging.prompts import (
+    Parsed,
+    parse_reply,
+    render,
+    schema,
+    standalone_integers,
+)
 
 WITH_INPUT = {"instruction": "Rewrite the sentence using a simile.",
               "input": "The car is very fast.",

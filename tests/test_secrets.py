@@ -9,8 +9,9 @@ written under the results folder and everything printed is searched for the secr
 
 from pathlib import Path
 
-from evalpipe.cli import main
 from standins import OpenAIStandIn, unused_url
+
+from evalpipe.cli import main
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
 API_KEY = "sk-planted-4f1e9c0b7d2a"

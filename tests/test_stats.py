@@ -1,4 +1,4 @@
-"""Every statistic of evalpipe/stats.py against numbers worked out by hand on small tables."""
+"""Every statistic of evalpipe/stats/describe.py against numbers worked out by hand on small tables."""
 
 import math
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from evalpipe import stats
-
 
 # -- mean, median, sd ---------------------------------------------------------------------------
 

@@ -30,12 +30,20 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from standins import (OllamaStandIn, OpenAIStandIn, StandInFailure, parse_together_prompt,
-                      prompt_of, together_entries, together_judge, unused_url)
+from standins import (
+    OllamaStandIn,
+    OpenAIStandIn,
+    StandInFailure,
+    parse_together_prompt,
+    prompt_of,
+    together_entries,
+    together_judge,
+    unused_url,
+)
 
 from evalpipe.cli import main
 from evalpipe.io import read_jsonl, read_partial_jsonl
-from evalpipe.prompts import parse_together, render_together, together_schema
+from evalpipe.judging.prompts import parse_together, render_together, together_schema
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
@@ -394,8 +402,8 @@ def test_a_new_digest_or_prompt_text_or_parse_rule_makes_the_together_judgment_s
         runs, capsys, monkeypatch):
     import hashlib
 
-    import evalpipe.prompts
-    from evalpipe.prompts import together_template_sha256
+    import evalpipe.judging.prompts
+    from evalpipe.judging.prompts import together_template_sha256
 
     with OllamaStandIn(together_judge) as standin:
         assert compare(standin.url) == 0
@@ -403,7 +411,7 @@ def test_a_new_digest_or_prompt_text_or_parse_rule_makes_the_together_judgment_s
         old_digest = standin.models["llama3:latest"]
         assert manifest["identity"] == {
             "digest": old_digest, "prompt_template": together_template_sha256("book"),
-            "parse_rule": evalpipe.prompts.PARSE_RULE_VERSION}
+            "parse_rule": evalpipe.judging.prompts.PARSE_RULE_VERSION}
         asked = len(standin.requests)
 
         # `ollama pull llama3` brought new weights: everything is asked again.
@@ -419,8 +427,8 @@ def test_a_new_digest_or_prompt_text_or_parse_rule_makes_the_together_judgment_s
 
         # Another prompt text: new prompts, asked anew.
         old = together_template_sha256("book")
-        monkeypatch.setattr(evalpipe.prompts, "TOGETHER_INTRO",
-                            evalpipe.prompts.TOGETHER_INTRO + " Be fair.")
+        monkeypatch.setattr(evalpipe.judging.prompts, "TOGETHER_INTRO",
+                            evalpipe.judging.prompts.TOGETHER_INTRO + " Be fair.")
         new = together_template_sha256("book")
         assert compare(standin.url) == 0
         assert (f"together: running (prompt_template changed: {old[:12]} -> {new[:12]})\n"
@@ -430,8 +438,8 @@ def test_a_new_digest_or_prompt_text_or_parse_rule_makes_the_together_judgment_s
         assert " Be fair.\n" in prompt_of(standin.requests[-1])
 
         # A new parsing rule: stale, and the cached replies are read again, nothing is asked.
-        version = evalpipe.prompts.PARSE_RULE_VERSION
-        monkeypatch.setattr(evalpipe.prompts, "PARSE_RULE_VERSION", version + 1)
+        version = evalpipe.judging.prompts.PARSE_RULE_VERSION
+        monkeypatch.setattr(evalpipe.judging.prompts, "PARSE_RULE_VERSION", version + 1)
         assert compare(standin.url) == 0
         out = capsys.readouterr().out
         assert f"together: running (parse_rule changed: {version} -> {version + 1})\n" in out

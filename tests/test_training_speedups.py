@@ -15,14 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evalpipe.finetune import (
+from evalpipe.gpt2.model import GPTConfig, GPTModel
+from evalpipe.stages.finetune import (
     IGNORE_INDEX,
     batch_loss,
     collate,
     encode_examples,
     make_optimizer,
 )
-from evalpipe.model import GPTConfig, GPTModel
 
 CPU = torch.device("cpu")
 TINY = GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=4, n_layers=2)

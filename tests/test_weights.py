@@ -12,8 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from evalpipe.model import GPTConfig, GPTModel
-from evalpipe.weights import WeightsError, load_base_model, load_finetuned, save_finetuned
+from evalpipe.gpt2.model import GPTConfig, GPTModel
+from evalpipe.gpt2.weights import (
+    WeightsError,
+    load_base_model,
+    load_finetuned,
+    save_finetuned,
+)
 
 HF_SHAPE = dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=1000)
 BOOK_SHAPE = GPTConfig(vocab_size=300, context_length=40, emb_dim=48, n_heads=6, n_layers=2,
@@ -169,13 +174,13 @@ def test_the_parity_check_catches_a_swapped_key_mapping(tmp_path, monkeypatch, s
     """The logits comparison above can fail: with two entries of the Hugging Face key mapping
     swapped, the loaded model no longer matches transformers' (the reference's biases and
     LayerNorms are random, not zero and one)."""
-    import evalpipe.weights
+    import evalpipe.gpt2.weights
 
     hf_model = tiny_hf_model()
     hf_model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
     assert_same_logits(load_base_model(str(tmp_path / "tiny")), hf_model)
 
-    table = evalpipe.weights.HF_BLOCK_TENSORS
+    table = evalpipe.gpt2.weights.HF_BLOCK_TENSORS
     first, second = swap
     first_source, second_source = table[first], table[second]
     monkeypatch.setitem(table, first, second_source)
@@ -222,7 +227,7 @@ def two_commits_of_gpt2(tmp_path):
 
 
 def test_a_hub_model_is_the_commit_main_names_or_model_revision_pins(tmp_path, offline):
-    from evalpipe.weights import hub_commit
+    from evalpipe.gpt2.weights import hub_commit
 
     first, second = two_commits_of_gpt2(tmp_path)
     hub = tmp_path / "hub"
@@ -250,7 +255,7 @@ def test_a_hub_model_is_the_commit_main_names_or_model_revision_pins(tmp_path, o
 
 
 def test_local_models_have_no_commit_and_refuse_a_revision(tmp_path):
-    from evalpipe.weights import hub_commit
+    from evalpipe.gpt2.weights import hub_commit
 
     tiny_hf_model().save_pretrained(tmp_path / "tiny", safe_serialization=True)
     assert hub_commit(str(tmp_path / "tiny")) is None
@@ -479,7 +484,7 @@ def test_load_finetuned_refuses_mismatched_or_missing_files(tmp_path):
 
 
 def test_local_files_are_what_loading_reads(tmp_path):
-    from evalpipe.weights import local_files
+    from evalpipe.gpt2.weights import local_files
 
     assert local_files("gpt2-medium") == [] and local_files("hf:me/my-gpt") == []
     assert local_files(str(tmp_path / "nowhere.pth")) == []

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from evalpipe.config import RunConfig
 from evalpipe.io import read_jsonl, sha256_json, write_json, write_jsonl
-from evalpipe.pipeline import RunPaths
+from evalpipe.paths import RunPaths
 
 IGNORE_INDEX = -100
 CHECKPOINT = "checkpoint.pt"
@@ -38,7 +38,7 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 
 def config_key(config: RunConfig) -> dict:
-    from evalpipe.runtime import base_identity
+    from evalpipe.gpt2.runtime import base_identity
 
     # Where the work runs does not change what it computes (up to float rounding).
     model = {k: v for k, v in config.section("model").items()
@@ -52,7 +52,7 @@ def config_key(config: RunConfig) -> dict:
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
     files = {f"prepare/{name}": paths / f"prepare/{name}"
              for name in ("train.jsonl", "val.jsonl", "test.jsonl")}
-    from evalpipe.weights import local_files
+    from evalpipe.gpt2.weights import local_files
 
     for path in local_files(config.model.base):
         files[f"base/{path.name}"] = path
@@ -216,8 +216,8 @@ def train_model(config: RunConfig, paths: RunPaths,
     import torch
     from tqdm import tqdm
 
-    from evalpipe.runtime import load_base, resolve_device
-    from evalpipe.weights import save_finetuned
+    from evalpipe.gpt2.runtime import load_base, resolve_device
+    from evalpipe.gpt2.weights import save_finetuned
 
     settings = config.finetune
     out = paths.stage_dir("finetune")
@@ -347,6 +347,8 @@ def train_model(config: RunConfig, paths: RunPaths,
         "base_model": config.model.base, "base_source": loaded.source,
         "base_sha256": loaded.sha256, "base_revision": loaded.revision})
     write_jsonl(out / "metrics.jsonl", state["metrics"])
+    from evalpipe.report.plots import plot_losses
+
     plot_losses(state["metrics"], out / "loss.png")
     write_json(out / "summary.json", summary)
     checkpoint_path.unlink(missing_ok=True)
@@ -355,21 +357,3 @@ def train_model(config: RunConfig, paths: RunPaths,
     return summary
 
 
-def plot_losses(metrics: list[dict], path: Path) -> bytes:
-    """Train and validation loss against epochs, with tokens seen on a second axis (as the
-    book's plot_losses); written to `path`, and its PNG bytes returned."""
-    from evalpipe.report import pyplot, save_figure
-
-    fig, ax = pyplot().subplots(figsize=(6, 3.5))
-    epochs = [m["epoch"] for m in metrics]
-    train = [(m["epoch"], m["train_loss"]) for m in metrics if m["train_loss"] is not None]
-    ax.plot([e for e, _ in train], [v for _, v in train], label="training loss")
-    ax.plot(epochs, [m["val_loss"] for m in metrics], linestyle="-.", label="validation loss")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper right")
-    if metrics:
-        top = ax.twiny()
-        top.plot([m["tokens_seen"] for m in metrics], [m["val_loss"] for m in metrics], alpha=0)
-        top.set_xlabel("tokens seen")
-    return save_figure(fig, path)

@@ -3,7 +3,7 @@ together` and for a config with several `model.bases`.
 
 Scoring each model's answers in a separate pass lets scores drift between models: the judge
 grades each answer alone, with nothing to anchor it. Here, for every test item, the judge sees
-every model's response to it in ONE prompt (evalpipe/prompts.py, `render_together`), labelled
+every model's response to it in ONE prompt (evalpipe/judging/prompts.py, `render_together`), labelled
 neutrally "Response 1".."Response k", and returns a score and a one-sentence reason for each, as
 JSON (always structured: k scores in free text could not be read back reliably).
 
@@ -40,7 +40,7 @@ the final files are written atomically. Outputs, in results/compare-<name>/toget
   manifest.json         what the outputs were made from: when it still matches, nothing runs
 
 The manifest records, besides the settings and the responses' hashes, the judge's identity as
-the judge stage's manifest does (evalpipe/pipeline.py): the digest of the model that judged, a
+the judge stage's manifest does (evalpipe/stages/pipeline.py): the digest of the model that judged, a
 hash of the together prompt's text and the parsing rule's version. A new digest (one GET
 /api/tags tells), prompt text or rule makes the judgment stale; with the server down the digest
 is not checked, and the judgment is kept (and said so).
@@ -56,18 +56,37 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from evalpipe import prompts, stats
+from evalpipe import stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file, sha256_json, write_json, write_jsonl
-from evalpipe.judge import (EMPTY, Judge, Judgment, answering, base_seed, format_number,
-                            is_empty, judge_fields, open_judge, prompt_hash, read_responses,
-                            resume, rounded_mean, served_digest, sized_options,
-                            write_down)
-from evalpipe.pipeline import identity_changes
-from evalpipe.stats import STATES  # docs/records.md
-from evalpipe.prompts import (parse_together, render_together, together_schema,
-                              together_template_sha256)
+from evalpipe.judging import prompts
+from evalpipe.judging.prompts import (
+    parse_together,
+    render_together,
+    together_schema,
+    together_template_sha256,
+)
+from evalpipe.manifest import identity_changes
+from evalpipe.records import STATES, CompareError, check_same_test_items
+from evalpipe.stages.judge import (
+    EMPTY,
+    Judge,
+    Judgment,
+    answering,
+    base_seed,
+    format_number,
+    is_empty,
+    judge_fields,
+    open_judge,
+    prompt_hash,
+    read_responses,
+    resume,
+    rounded_mean,
+    served_digest,
+    sized_options,
+    write_down,
+)
 
 FOLDER = "together"
 SCORES_DIR = "scores"
@@ -97,7 +116,6 @@ class Contender:
 def load_contenders(results: Path, runs: list[str]) -> list[Contender]:
     """Every run's responses, checked field by field, on the same test items (compare's
     consistency check, with its messages)."""
-    from evalpipe.compare import CompareError, ModelScores, check_same_test_items
 
     twice = [run for run, count in Counter(runs).items() if count > 1]
     if twice:
@@ -112,8 +130,7 @@ def load_contenders(results: Path, runs: list[str]) -> list[Contender]:
         if not records:
             raise CompareError(f"run {run}: {path} holds no records")
         contenders.append(Contender(run, path, records))
-    check_same_test_items([ModelScores(label=c.label, run=c.label, records=c.records)
-                           for c in contenders])
+    check_same_test_items([(c.label, c.records) for c in contenders])
     return contenders
 
 

@@ -23,10 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The judge's states (docs/records.md). `scored` and `empty` carry a score; the others do not.
-STATES = ("scored", "empty", "unparseable", "error")
-STATES_WITH_SCORE = ("scored", "empty")
-
+from evalpipe.records import STATES
 
 # -- location and spread ------------------------------------------------------------------------
 
@@ -223,5 +220,5 @@ def rounded(value, decimals: int):
 def correlation_defined(x: Sequence[float], y: Sequence[float]) -> bool:
     """Whether a correlation of two equally long columns exists: at least 3 pairs (two points
     always lie on a line) and neither column constant (constant ranks or values carry no
-    order). Every correlation here and in evalpipe.paired is None where this is False."""
+    order). Every correlation here and in evalpipe.stats.paired is None where this is False."""
     return len(x) >= 3 and len(set(x)) > 1 and len(set(y)) > 1

@@ -11,8 +11,8 @@ stage's summary.json and metrics.jsonl. Writes in results/<run>/aggregate/:
 
 The mean, median, sd and confidence interval are over the items that carry a score (`scored`
 and `empty`, an empty response scoring 0); failures (`unparseable`, `error`) are counted, never
-silently folded into a number. The statistics themselves live in evalpipe/stats.py, the pictures
-and the page in evalpipe/report.py; this module reads and checks the inputs and puts the
+silently folded into a number. The statistics themselves live in evalpipe/stats/describe.py, the pictures
+and the page in evalpipe/report/run_page.py; this module reads and checks the inputs and puts the
 summary together. Nothing here is slow (110 items), so there is no progress bar.
 """
 
@@ -22,15 +22,26 @@ from pathlib import Path
 
 from evalpipe import stats
 from evalpipe.config import RunConfig
-from evalpipe.io import DataError, read_json_object, read_jsonl, write_json, write_text
-from evalpipe.judge import count_of
-from evalpipe.pipeline import RunPaths
-
-SCORES = "judge/scores.jsonl"
-CANARIES = "judge/canaries.jsonl"
-JUDGE_SUMMARY = "judge/summary.json"
-FINETUNE_SUMMARY = "finetune/summary.json"
-FINETUNE_METRICS = "finetune/metrics.jsonl"
+from evalpipe.io import write_json, write_text
+from evalpipe.paths import RunPaths
+from evalpipe.records import (
+    CANARIES,
+    DECIMALS,
+    FINETUNE_KEYS,
+    FINETUNE_METRICS,
+    FINETUNE_SUMMARY,
+    JUDGE_SUMMARY,
+    SCORES,
+    STATES,
+    STATES_WITH_SCORE,
+    count_of,
+    load_canaries,
+    load_finetune_summary,
+    load_judge_summary,
+    load_metrics,
+    load_scores,
+    uses_finetune,
+)
 
 HISTOGRAM = "scores_histogram.png"
 SCATTER = "score_vs_length.png"
@@ -40,14 +51,6 @@ PLOTS = (HISTOGRAM, SCATTER, LOSSES)
 NO_SCORED_ITEMS = "no scored items"
 
 # The fine-tuning figures set beside the scores (finetune/summary.json, written by finetune.py).
-FINETUNE_KEYS = ("base_model", "base_test_loss", "base_val_loss", "finetuned_test_loss",
-                 "final_val_loss", "best_val_loss", "steps", "tokens_seen", "epochs",
-                 "stopped_early", "train_seconds", "parameters")
-LOSS_KEYS = ("base_test_loss", "base_val_loss", "finetuned_test_loss", "final_val_loss",
-             "best_val_loss")
-METRIC_KEYS = ("epoch", "tokens_seen", "train_loss", "val_loss")
-JUDGE_KEYS = ("judge", "template", "structured", "options", "repeats")
-DECIMALS = 4  # floats in summary.json (and in compare's leaderboard.json)
 
 
 # -- the stage's contract with the cache ------------------------------------------------------
@@ -58,12 +61,6 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 def config_key(config: RunConfig) -> dict:
     return config.section("aggregate")
-
-
-def uses_finetune(config: RunConfig) -> bool:
-    """Whether the judged responses came from a model fine-tuned in this run (the same rule as
-    generate.needs): only then are there fine-tuning figures to show."""
-    return not config.generate.from_file and config.generate.model == "finetuned"
 
 
 def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
@@ -81,7 +78,7 @@ def outputs(config: RunConfig) -> tuple[str, ...]:
 
 
 def run(config: RunConfig, paths: RunPaths) -> None:
-    from evalpipe import report
+    from evalpipe.report import plots, run_page
 
     files = inputs(config, paths)
     records = load_scores(files[SCORES])
@@ -98,14 +95,14 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     out = paths.stage_dir("aggregate")
     measure = summary["length"]["measure"]
     images = {
-        HISTOGRAM: report.plot_score_histogram(counted_scores(items), out / HISTOGRAM),
-        SCATTER: report.plot_score_vs_length(
+        HISTOGRAM: plots.plot_score_histogram(counted_scores(items), out / HISTOGRAM),
+        SCATTER: plots.plot_score_vs_length(
             items, [item_length(item, measure) for item in items], measure, out / SCATTER),
-        LOSSES: report.plot_loss_curves(metrics, out / LOSSES),
+        LOSSES: plots.plot_loss_curves(metrics, out / LOSSES),
     }
     write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", report.render_markdown(summary))
-    write_text(out / "report.html", report.render_html(summary, items, canaries, images))
+    write_text(out / "summary.md", run_page.render_markdown(summary))
+    write_text(out / "report.html", run_page.render_html(summary, items, canaries, images))
 
     if summary["judge_incomplete"]:
         print(f"aggregate: {summary['judge_incomplete']}: the judgments in error are left out of "
@@ -118,111 +115,6 @@ def run(config: RunConfig, paths: RunPaths) -> None:
         print(f"aggregate: mean score {score['mean']:.2f} "
               f"[{low:.2f}, {high:.2f}] over {score['n']} of {summary['items']} items; "
               f"report in {out / 'report.html'}")
-
-
-# -- reading and checking the inputs ------------------------------------------------------------
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_score(where: str, state, score) -> None:
-    """A record's state and score must agree (docs/records.md): an integer 0..100 for
-    scored/empty, null otherwise."""
-    if state not in stats.STATES:
-        raise DataError(f"{where}: field 'state' must be one of {', '.join(stats.STATES)}, "
-                        f"got {state!r}")
-    if state in stats.STATES_WITH_SCORE:
-        if not _is_int(score) or not 0 <= score <= 100:
-            raise DataError(f"{where}: field 'score' must be an integer 0..100 for state "
-                            f"{state!r}, got {score!r}")
-    elif score is not None:
-        raise DataError(f"{where}: field 'score' must be null for state {state!r}, got {score!r}")
-
-
-def load_scores(path: Path) -> list[dict]:
-    """judge/scores.jsonl, checked field by field; an error names the file, the record's
-    index and its id."""
-    records = read_jsonl(path)
-    seen: set[str] = set()
-    for index, record in enumerate(records):
-        where = f"{path}: record {index}"
-        for field in ("id", "instruction", "input", "output", "state", "score"):
-            if field not in record:
-                raise DataError(f"{where}: field '{field}' is missing")
-        if not isinstance(record["id"], str) or not record["id"]:
-            raise DataError(f"{where}: field 'id' must be a non-empty string")
-        where = f"{path}: record {index} (id {record['id']})"
-        if record["id"] in seen:
-            raise DataError(f"{where}: the id occurs twice")
-        seen.add(record["id"])
-        for field in ("instruction", "input", "output"):
-            if not isinstance(record[field], str):
-                raise DataError(f"{where}: field '{field}' must be a string")
-        for field in ("response", "reason"):
-            if record.get(field) is not None and not isinstance(record[field], str):
-                raise DataError(f"{where}: field '{field}' must be a string or null")
-        tokens = record.get("response_tokens")
-        if tokens is not None and (not _is_int(tokens) or tokens < 0):
-            raise DataError(f"{where}: field 'response_tokens' must be a count or null, "
-                            f"got {tokens!r}")
-        _check_score(where, record["state"], record["score"])
-        repeats = record.get("repeats")
-        if repeats is not None:
-            if not isinstance(repeats, list) or not all(isinstance(r, dict) for r in repeats):
-                raise DataError(f"{where}: field 'repeats' must be a list of objects")
-            for number, repeat in enumerate(repeats):
-                _check_score(f"{where}: repeat {number}", repeat.get("state"), repeat.get("score"))
-    return records
-
-
-def load_canaries(path: Path) -> list[dict]:
-    records = read_jsonl(path)
-    for index, record in enumerate(records):
-        where = f"{path}: record {index}"
-        if record.get("canary") not in ("good", "bad"):
-            raise DataError(f"{where}: field 'canary' must be 'good' or 'bad', "
-                            f"got {record.get('canary')!r}")
-        for field in ("state", "score"):
-            if field not in record:
-                raise DataError(f"{where}: field '{field}' is missing")
-        _check_score(where, record["state"], record["score"])
-    return records
-
-
-def _require_keys(path: Path, value: dict, keys: tuple[str, ...], what: str = "") -> None:
-    for key in keys:
-        if key not in value:
-            raise DataError(f"{path}: {what}key '{key}' is missing")
-
-
-def load_judge_summary(path: Path) -> dict:
-    summary = read_json_object(path)
-    _require_keys(path, summary, JUDGE_KEYS)
-    if not isinstance(summary["judge"], dict):
-        raise DataError(f"{path}: key 'judge' must be an object (backend, model, digest)")
-    return summary
-
-
-def load_finetune_summary(path: Path) -> dict:
-    summary = read_json_object(path)
-    _require_keys(path, summary, FINETUNE_KEYS)
-    for key in LOSS_KEYS:  # drawn and correlated with scores, so they must be numbers
-        value = summary[key]
-        if value is not None and not _is_number(value):
-            raise DataError(f"{path}: key '{key}' must be a number, got {value!r}")
-    return summary
-
-
-def load_metrics(path: Path) -> list[dict]:
-    metrics = read_jsonl(path)
-    for index, record in enumerate(metrics):
-        _require_keys(path, record, METRIC_KEYS, f"record {index}: ")
-    return metrics
 
 
 # -- the numbers --------------------------------------------------------------------------------
@@ -272,14 +164,14 @@ def item_length(item: dict, measure: str) -> int:
 
 def counted_scores(items: list[dict]) -> list[int]:
     """The scores the statistics count: of the scored and empty items, in test order."""
-    return [item["score"] for item in items if item["state"] in stats.STATES_WITH_SCORE]
+    return [item["score"] for item in items if item["state"] in STATES_WITH_SCORE]
 
 
 def summarize(config: RunConfig, run_name: str, items: list[dict], judge_summary: dict,
               canaries: list[dict], finetune_summary: dict | None) -> dict:
     """Every number of the run, as written to summary.json (docs/aggregate.md)."""
     settings = config.aggregate
-    states = {state: sum(item["state"] == state for item in items) for state in stats.STATES}
+    states = {state: sum(item["state"] == state for item in items) for state in STATES}
     counted = counted_scores(items)
     # Correlations use only the items the judge really read: empty responses score 0 without
     # a judge, and would make any judge look as if it agreed with length and overlap.

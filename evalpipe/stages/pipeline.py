@@ -22,9 +22,7 @@ import datetime as dt
 import importlib
 import importlib.metadata
 import json
-import os
 import platform
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -36,26 +34,8 @@ from evalpipe import __version__
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file_remembered, sha256_json, write_json, write_text
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where a run's files live: results/<run>/<stage>/..., and the shared datasets folder."""
-
-    results: Path
-    run: str
-    datasets: Path = Path("datasets")
-
-    @property
-    def root(self) -> Path:
-        return self.results / self.run
-
-    def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
-
-    def __truediv__(self, relative: str) -> Path:
-        """paths / "prepare/test.jsonl" -> results/<run>/prepare/test.jsonl"""
-        return self.root / relative
+from evalpipe.manifest import MANIFEST, identity_changes, recorded_identity
+from evalpipe.paths import RunPaths
 
 
 @dataclass(frozen=True)
@@ -67,7 +47,7 @@ class Stage:
 
     @property
     def module(self):
-        return importlib.import_module(f"evalpipe.{self.name}")
+        return importlib.import_module(f"evalpipe.stages.{self.name}")
 
     def needs(self, config: RunConfig) -> tuple[str, ...]:
         return tuple(self.module.needs(config))
@@ -103,46 +83,6 @@ class Stage:
         return incomplete(config, paths) if incomplete is not None else None
 
 
-@dataclass(frozen=True)
-class Unchecked:
-    """An identity value a stage cannot find out now (its server is down): never compared, and
-    the status says why it was not checked."""
-
-    reason: str
-
-
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-def _shown(value: Any) -> str:
-    """An identity value in a status line; a SHA-256 by its first 12 hex digits, as `ollama
-    list` shows a model's digest."""
-    if value is None:
-        return "not recorded"
-    if isinstance(value, str) and SHA256_HEX.fullmatch(value):
-        return value[:12]
-    return str(value)
-
-
-def identity_changes(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
-    """(what changed, what was not checked), one phrase each, comparing a manifest's recorded
-    identity values with the current ones (`Stage.identity`)."""
-    changed, unchecked = [], []
-    for key, value in current.items():
-        if isinstance(value, Unchecked):
-            unchecked.append(f"{key} not checked: {value.reason}")
-        elif recorded.get(key) != value:
-            changed.append(f"{key} changed: {_shown(recorded.get(key))} -> {_shown(value)}")
-    return changed, unchecked
-
-
-def recorded_identity(current: dict) -> dict:
-    """The identity values a manifest records: an unchecked one as null, so that it counts as
-    changed once it can be checked."""
-    return {key: None if isinstance(value, Unchecked) else value
-            for key, value in current.items()}
-
-
 STAGE_NAMES = ("prepare", "finetune", "generate", "judge", "aggregate")
 STAGES = {name: Stage(name) for name in STAGE_NAMES}
 
@@ -163,8 +103,6 @@ class Status:
     def line(self) -> str:
         return f"{self.stage:<10} {self.state:<8} {self.reason}"
 
-
-MANIFEST = "manifest.json"
 
 
 def read_manifest(paths: RunPaths, stage: str) -> dict | None:
@@ -365,11 +303,4 @@ def package_versions() -> dict[str, str]:
             pass
     return versions
 
-
-def default_paths(run: str, results: str | None = None, datasets: str | None = None) -> RunPaths:
-    return RunPaths(
-        results=Path(results or os.environ.get("EVALPIPE_RESULTS", "results")),
-        run=run,
-        datasets=Path(datasets or os.environ.get("EVALPIPE_DATASETS", "datasets")),
-    )
 

@@ -18,7 +18,7 @@ the judge again.
 The judge stage's manifest records `template_sha256` (the prompt text and schema, whatever the
 item) and `PARSE_RULE_VERSION`: a change to either makes the judge stale (docs/judge.md).
 
-Together mode (`judge.mode = "together"`, evalpipe/together.py) has its own prompt, schema and
+Together mode (`judge.mode = "together"`, evalpipe/judging/together.py) has its own prompt, schema and
 parser at the end of this module: every model's response to one item in one prompt, labelled
 "Response 1".."Response k", one score and reason per label back in one JSON object.
 """
@@ -292,7 +292,7 @@ def standalone_integers(text: str, top: int) -> list[_Integer]:
 # -- together mode: every model's response to one item in one prompt --------------------------
 #
 # The judge sees the task, the reference and k responses labelled neutrally ("Response 1" ...
-# "Response k", in an order shuffled per item by evalpipe/together.py) and answers one JSON
+# "Response k", in an order shuffled per item by evalpipe/judging/together.py) and answers one JSON
 # object: {"scores": [{"response": <label number>, "score": <int>, "reason": "<sentence>"}, ...]}
 # with exactly one entry per label. The object wraps the array because OpenAI-style
 # structured output wants an object at the top. Together mode is always structured: k scores

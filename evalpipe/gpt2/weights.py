@@ -36,8 +36,14 @@ from pathlib import Path
 import torch
 
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, atomic_path, read_json_object, sha256_file_remembered, write_json
-from evalpipe.model import PRESETS, GPTConfig, GPTModel
+from evalpipe.gpt2.model import PRESETS, GPTConfig, GPTModel
+from evalpipe.io import (
+    DataError,
+    atomic_path,
+    read_json_object,
+    sha256_file_remembered,
+    write_json,
+)
 
 HUB_OWNER = "openai-community"  # where OpenAI's GPT-2 checkpoints live on the Hub
 WEIGHTS_FILE = "model.safetensors"
@@ -218,9 +224,14 @@ def _load_from_hub(repo_id: str, overrides: dict, cache_dir, commit: str) -> Loa
 
 def _hub_file(repo_id: str, filename: str, cache_dir, revision: str | None) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                       LocalEntryNotFoundError, RepositoryNotFoundError,
-                                       RevisionNotFoundError)
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))

@@ -1,6 +1,6 @@
 """The thing that asks a judge model: one client per backend, all with the same small interface.
 
-The judge stage (`evalpipe/judge.py`) decides what to ask and how to score the answer; a
+The judge stage (`evalpipe/stages/judge.py`) decides what to ask and how to score the answer; a
 backend only sends one chat prompt and returns a `Reply`: the text, and how many prompt tokens
 the server says the model read (Ollama's prompt_eval_count, OpenAI's usage.prompt_tokens), so
 that the judge stage can tell a prompt the server cut short (docs/judge.md). Backends:

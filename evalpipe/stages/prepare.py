@@ -8,7 +8,6 @@ and validation or test records whose instruction+input also occur in the trainin
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from collections import defaultdict
@@ -17,10 +16,17 @@ from urllib.parse import urlparse
 
 from evalpipe.config import ConfigError, RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, atomic_open, read_records, sha256_file, write_json, write_jsonl
-from evalpipe.pipeline import RunPaths
+from evalpipe.io import (
+    DataError,
+    atomic_open,
+    read_records,
+    sha256_file,
+    write_json,
+    write_jsonl,
+)
+from evalpipe.paths import RunPaths
+from evalpipe.records import FIELDS, check_fields, content_id
 
-FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")
 SPLITS = ("train", "val", "test")
 
@@ -166,27 +172,6 @@ def validate(records: list[dict], source: Path) -> list[dict]:
     for index, record in enumerate(records):
         check_fields(record, index, source, FIELDS, non_empty=NON_EMPTY)
     return [{field: record[field] for field in FIELDS} for record in records]
-
-
-def check_fields(record: dict, index: int, source: Path, fields, non_empty=()) -> None:
-    """One record's string fields: present, strings, and not empty where asked; the error
-    names the file, the record's index and the field."""
-    for field in fields:
-        if field not in record:
-            raise DataError(f"{source}: record {index}: field '{field}' is missing")
-        value = record[field]
-        if not isinstance(value, str):
-            raise DataError(f"{source}: record {index}: field '{field}' must be a string, "
-                            f"got {type(value).__name__}")
-        if field in non_empty and not value.strip():
-            raise DataError(f"{source}: record {index}: field '{field}' is empty")
-
-
-def content_id(record: dict) -> str:
-    """12 hex digits of the SHA-256 of the record's three fields: the same example keeps the
-    same id across files, splits and runs."""
-    text = json.dumps([record[field] for field in FIELDS], ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def with_ids(records: list[dict]) -> list[dict]:

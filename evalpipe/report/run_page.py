@@ -17,152 +17,25 @@ is a `<tr data-id="<id>" data-state="<state>">`; every plot is an `<img data-fil
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 
-from evalpipe.io import atomic_open
-from evalpipe.stats import STATES
-
-# -- plots --------------------------------------------------------------------------------------
-
-def pyplot():
-    """matplotlib's pyplot drawing to files only (no display here or in CI)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> bytes:
-    """Write the figure as a PNG atomically and return its bytes (pages embed them)."""
-    import io
-
-    plt = pyplot()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return buffer.getvalue()
-
-
-def _placeholder(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=13, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def plot_score_histogram(scores: list[int], path: Path) -> bytes:
-    """Histogram of the scores of scored and empty items, bins of 10 from 0 to 100 (the last
-    bin holds 90..100)."""
-    plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if scores:
-        ax.hist(scores, bins=range(0, 101, 10), edgecolor="white", color="#3b6ea5")
-        ax.set_xlim(0, 100)
-        ax.set_xticks(range(0, 101, 10))
-        ax.set_xlabel("judge score")
-        ax.set_ylabel("items")
-        ax.set_title(f"scores of {len(scores)} items (scored + empty)")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    else:
-        _placeholder(ax, "no scored items")
-    return save_figure(fig, path)
-
-
-def plot_score_vs_length(items: list[dict], lengths: list[int], measure: str,
-                         path: Path) -> bytes:
-    """Score against response length (`lengths[i]` is item i's, in `measure`: tokens or
-    whitespace words), one point per scored or empty item (empty ones in grey): a judge that
-    rewards length shows as a slope."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    any_point = False
-    for state, color in (("scored", "#3b6ea5"), ("empty", "#999999")):
-        points = [(length, item["score"]) for item, length in zip(items, lengths)
-                  if item["state"] == state]
-        if points:
-            any_point = True
-            ax.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7,
-                       color=color, label=f"{state} ({len(points)})")
-    if any_point:
-        ax.set_xlabel("response length (" + ("tokens" if measure == "response_tokens"
-                                              else "whitespace words") + ")")
-        ax.set_ylabel("judge score")
-        ax.set_ylim(-5, 105)
-        ax.legend(loc="best", fontsize=8)
-    else:
-        _placeholder(ax, "no scored items")
-    return save_figure(fig, path)
-
-
-def plot_loss_curves(metrics: list[dict] | None, path: Path) -> bytes:
-    """The finetune stage's loss curves (its own plot_losses), or a picture that says there was
-    no fine-tuning, so the file always exists and the stage's outputs never depend on it."""
-    if metrics is not None:
-        from evalpipe.finetune import plot_losses
-
-        return plot_losses(metrics, path)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    _placeholder(ax, "no fine-tuning in this run")
-    return save_figure(fig, path)
-
+from evalpipe.records import STATES
+from evalpipe.report.format import (
+    interval,
+    level,
+    lookup,
+    loss4,
+    md,
+    options_text,
+    percent,
+    plain,
+    ratio3,
+    score2,
+)
+from evalpipe.report.html import embedded_png, esc, page
 
 # -- the summary rows, shared by summary.md and report.html ---------------------------------------
-
-def lookup(summary: dict, key: str):
-    """summary["a"]["b"] for key "a.b"; None when a section on the way is null."""
-    value = summary
-    for part in key.split("."):
-        if value is None:
-            return None
-        value = value[part]
-    return value
-
-
-def number(value, decimals: int = 2) -> str:
-    """A number with `decimals` places, or "n/a" for None."""
-    return "n/a" if value is None else f"{value:.{decimals}f}"
-
-
-def _plain(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def interval(ci, decimals: int = 2) -> str:
-    """[low, high] with `decimals` places, or "n/a" for None."""
-    return "n/a" if ci is None else f"[{ci[0]:.{decimals}f}, {ci[1]:.{decimals}f}]"
-
-
-def level(confidence: float) -> str:
-    """A confidence level as headings show it: 0.95 -> "95%", 0.9 -> "90%"."""
-    return f"{100 * confidence:g}%"
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _options(value) -> str:
-    return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "none"
-
-
-score2, ratio3, loss4 = number, partial(number, decimals=3), partial(number, decimals=4)
-
 
 def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(section, label, key, shown text) for every number worth a line. A section that is null
@@ -171,23 +44,23 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     confidence = level(score["confidence"])
     sections: list[tuple[str, str | None, str, list[tuple[str, str, Callable]]]] = [
         ("Items", None, "", [
-            ("items", "items", _plain),
-            *((f"{state}", f"states.{state}", _plain) for state in STATES),
+            ("items", "items", plain),
+            *((f"{state}", f"states.{state}", plain) for state in STATES),
         ]),
         ("Judge score (scored + empty items)", None, "", [
-            ("items with a score", "score.n", _plain),
+            ("items with a score", "score.n", plain),
             ("mean", "score.mean", score2),
             (f"{confidence} bootstrap CI of the mean ({score['resamples']} resamples, "
              f"seed {score['seed']})", "score.ci", interval),
             ("median", "score.median", score2),
             ("standard deviation (sample)", "score.sd", score2),
-            ("lowest", "score.min", _plain),
-            ("highest", "score.max", _plain),
+            ("lowest", "score.min", plain),
+            ("highest", "score.max", plain),
         ]),
         ("The book's average (empty counts 0, failures dropped)", None, "", [
             ("book's average", "book_average.average", score2),
-            ("items counted", "book_average.counted", _plain),
-            ("failures dropped", "book_average.dropped", _plain),
+            ("items counted", "book_average.counted", plain),
+            ("failures dropped", "book_average.dropped", plain),
         ]),
         ("Second opinions", None, "", [
             ("reference overlap, token F1 (SQuAD), mean over all items", "overlap_f1.mean",
@@ -199,40 +72,40 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
              "length.spearman_with_score", ratio3),
         ]),
         ("Canaries (known answers)", "canaries", "no canaries in this run", [
-            ("good canaries (the reference itself)", "canaries.good.count", _plain),
+            ("good canaries (the reference itself)", "canaries.good.count", plain),
             ("good: mean score", "canaries.good.mean", score2),
-            ("good: lowest score", "canaries.good.min", _plain),
-            ("bad canaries (an empty-looking reply)", "canaries.bad.count", _plain),
+            ("good: lowest score", "canaries.good.min", plain),
+            ("bad canaries (an empty-looking reply)", "canaries.bad.count", plain),
             ("bad: mean score", "canaries.bad.mean", score2),
-            ("bad: highest score", "canaries.bad.max", _plain),
-            ("every good above every bad", "canaries.separated", _plain),
+            ("bad: highest score", "canaries.bad.max", plain),
+            ("every good above every bad", "canaries.separated", plain),
         ]),
         ("Judge self-consistency over repeats", "self_consistency",
          "no repeats in this run", [
-            ("repeats per item", "self_consistency.repeats", _plain),
-            ("items compared", "self_consistency.items_compared", _plain),
+            ("repeats per item", "self_consistency.repeats", plain),
+            ("items compared", "self_consistency.items_compared", plain),
             ("mean sd of an item's scores", "self_consistency.mean_sd", score2),
             ("largest sd", "self_consistency.max_sd", score2),
-            ("items whose repeats differ", "self_consistency.share_differ", _percent),
+            ("items whose repeats differ", "self_consistency.share_differ", percent),
         ]),
         ("Fine-tuning", "finetune", "no fine-tuning in this run", [
-            ("base model", "finetune.base_model", _plain),
+            ("base model", "finetune.base_model", plain),
             ("test loss before fine-tuning", "finetune.base_test_loss", loss4),
             ("test loss after fine-tuning", "finetune.finetuned_test_loss", loss4),
             ("final validation loss", "finetune.final_val_loss", loss4),
             ("best validation loss", "finetune.best_val_loss", loss4),
-            ("steps", "finetune.steps", _plain),
-            ("epochs", "finetune.epochs", _plain),
-            ("training time (s)", "finetune.train_seconds", _plain),
+            ("steps", "finetune.steps", plain),
+            ("epochs", "finetune.epochs", plain),
+            ("training time (s)", "finetune.train_seconds", plain),
         ]),
         ("Judge", None, "", [
-            ("backend", "judge.backend", _plain),
-            ("model", "judge.model", _plain),
-            ("digest", "judge.digest", _plain),
-            ("template", "judge.template", _plain),
-            ("structured output", "judge.structured", _plain),
-            ("options", "judge.options", _options),
-            ("repeats", "judge.repeats", _plain),
+            ("backend", "judge.backend", plain),
+            ("model", "judge.model", plain),
+            ("digest", "judge.digest", plain),
+            ("template", "judge.template", plain),
+            ("structured output", "judge.structured", plain),
+            ("options", "judge.options", options_text),
+            ("repeats", "judge.repeats", plain),
         ]),
     ]
     rows = []
@@ -246,11 +119,6 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 # -- summary.md ---------------------------------------------------------------------------------
-
-def md(text) -> str:
-    """Text for a Markdown table cell: pipes escaped, on one line."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
 
 def render_markdown(summary: dict) -> str:
     lines = [f"# evalpipe run `{summary['run']}`", ""]
@@ -271,34 +139,6 @@ def render_markdown(summary: dict) -> str:
 
 
 # -- report.html --------------------------------------------------------------------------------
-
-def esc(value) -> str:
-    """HTML-escape any value for text or a quoted attribute (None -> empty)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def embedded_png(name: str, data: bytes) -> str:
-    """An <img> holding the PNG itself (a data: URI), named by its file in data-file."""
-    return (f'<img data-file="{esc(name)}" alt="{esc(name)}" '
-            f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
-
-
-def page(title: str, css: str, body: str, script: str = "") -> str:
-    """A whole self-contained HTML page; the script runs last, when the body is there."""
-    script_tag = f"<script>{script}</script>\n" if script else ""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{esc(title)}</title>
-<style>{css}</style>
-</head>
-<body>
-{body}
-{script_tag}</body>
-</html>
-"""
-
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }

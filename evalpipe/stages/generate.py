@@ -26,10 +26,20 @@ from pathlib import Path
 
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, JsonlAppender, atomic_path, read_json_object, read_jsonl
-from evalpipe.io import read_partial_jsonl, read_records, sha256_json, write_json, write_jsonl
-from evalpipe.pipeline import RunPaths
-from evalpipe.prepare import FIELDS, check_fields, content_id
+from evalpipe.io import (
+    DataError,
+    JsonlAppender,
+    atomic_path,
+    read_json_object,
+    read_jsonl,
+    read_partial_jsonl,
+    read_records,
+    sha256_json,
+    write_json,
+    write_jsonl,
+)
+from evalpipe.paths import RunPaths
+from evalpipe.records import FIELDS, check_fields, content_id
 
 RESPONSES = "responses.jsonl"
 PARTIAL = "responses.partial.jsonl"
@@ -61,7 +71,7 @@ def config_key(config: RunConfig) -> dict:
     generate = {k: v for k, v in generate.items() if k not in unused}
     key = {"generate": generate, "data.template": config.data.template}
     if config.generate.model != "finetuned":
-        from evalpipe.runtime import base_identity
+        from evalpipe.gpt2.runtime import base_identity
 
         model = config.section("model")
         key["model"] = {k: v for k, v in model.items()
@@ -79,7 +89,7 @@ def inputs(config: RunConfig, paths: RunPaths) -> dict[str, Path]:
         for name in ("model.safetensors", "model.json"):
             files[f"finetune/{name}"] = paths / f"finetune/{name}"
     else:  # a base model straight away: its local files, if it has any
-        from evalpipe.weights import local_files
+        from evalpipe.gpt2.weights import local_files
 
         spec = config.model.base if config.generate.model == "base" else config.generate.model
         for path in local_files(spec):
@@ -227,8 +237,8 @@ def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[di
     import torch
     from tqdm import tqdm
 
-    from evalpipe.generation import generate_batch
-    from evalpipe.runtime import load_model_for_generation, resolve_device
+    from evalpipe.gpt2.generation import generate_batch
+    from evalpipe.gpt2.runtime import load_model_for_generation, resolve_device
     from evalpipe.templates import END_OF_TEXT_ID, decode, encode, get_template
 
     settings = config.generate

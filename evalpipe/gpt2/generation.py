@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from evalpipe.model import GPTModel
+from evalpipe.gpt2.model import GPTModel
 
 
 @dataclass

@@ -6,7 +6,7 @@ import dataclasses
 
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.pipeline import RunPaths
+from evalpipe.paths import RunPaths
 
 RANDOM_BASE = "random"  # model.base = "random": random weights in the configured shape
 
@@ -41,8 +41,8 @@ def load_base(config: RunConfig, spec: str | None = None):
     """
     import torch
 
-    from evalpipe.model import PRESETS, GPTModel
-    from evalpipe.weights import LoadedModel, load_base_model
+    from evalpipe.gpt2.model import PRESETS, GPTModel
+    from evalpipe.gpt2.weights import LoadedModel, load_base_model
 
     spec = spec or config.model.base
     overrides = config.model.shape_overrides()
@@ -69,7 +69,7 @@ def base_identity(config: RunConfig, spec: str | None = None) -> dict:
     commit on the Hub makes the stage stale; nothing for local files (the stage hashes them
     as inputs) or "random". model.revision itself is left out of the key: the commit is what
     decides the weights."""
-    from evalpipe.weights import hub_commit
+    from evalpipe.gpt2.weights import hub_commit
 
     spec = spec or config.model.base
 
@@ -88,7 +88,7 @@ def set_dropout(model, rate: float) -> None:
 
 def load_model_for_generation(config: RunConfig, paths: RunPaths):
     """The fine-tuned model of this run, or a base model straight away (generate.model)."""
-    from evalpipe.weights import load_finetuned
+    from evalpipe.gpt2.weights import load_finetuned
 
     if config.generate.model == "finetuned":
         return load_finetuned(paths.stage_dir("finetune"))

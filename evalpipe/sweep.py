@@ -10,7 +10,7 @@ config.toml). The stage cache decides, run by run, what needs doing: a base alre
 and generated with the same settings runs nothing again. Then:
 
   judge.mode = "together"  each sub-run goes to `generate`; all are judged together
-                           (evalpipe/together.py) by `compare --mode together`
+                           (evalpipe/judging/together.py) by `compare --mode together`
   judge.mode = "single"    each sub-run goes through `aggregate` (judged alone, the book's way);
                            then `compare` of the sub-runs
 
@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalpipe.config import ConfigError, RunConfig
-from evalpipe.pipeline import Pipeline, RunPaths, Status
+from evalpipe.paths import RunPaths
+from evalpipe.stages.pipeline import Pipeline, Status
 
 SEPARATOR = "--"  # results/<run>--<slug>/
 
@@ -89,7 +90,7 @@ def _paths(paths: RunPaths, name: str) -> RunPaths:
 
 def evaluate(config: RunConfig, paths: RunPaths, *, echo=print) -> Path:
     """Bring every sub-run up to date, then compare them into results/compare-<run>/."""
-    from evalpipe.compare import compare_runs, print_leaderboard
+    from evalpipe.compare.command import compare_runs, print_leaderboard
 
     subs = sub_runs(config, paths.run)
     target = sub_target(config)
@@ -117,8 +118,14 @@ def each(config: RunConfig, paths: RunPaths, action, *, echo=print) -> None:
 
 def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     """Every sub-run's stages, then the together judgment (if any) and the comparison."""
-    from evalpipe.together import FOLDER, freshness, load_contenders, output_names
-    from evalpipe.together import together_identity, together_key
+    from evalpipe.judging.together import (
+        FOLDER,
+        freshness,
+        load_contenders,
+        output_names,
+        together_identity,
+        together_key,
+    )
 
     subs = sub_runs(config, paths.run)
     target = sub_target(config)

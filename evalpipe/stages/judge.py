@@ -1,7 +1,7 @@
 """Stage 4, judge: an LLM scores every response, completely and reproducibly.
 
-For every record of generate/responses.jsonl the judge prompt (evalpipe/prompts.py) is sent to
-the judge backend (evalpipe/backends.py) and the reply is parsed into a score. Every item ends
+For every record of generate/responses.jsonl the judge prompt (evalpipe/judging/prompts.py) is sent to
+the judge backend (evalpipe/judging/backends.py) and the reply is parsed into a score. Every item ends
 in exactly one state, none is dropped:
   scored       the reply held a valid score
   empty        the response was empty or missing: score 0, the judge is not asked (the book's rule)
@@ -17,14 +17,14 @@ What keeps the scores cheap to redo, safe to interrupt and never quietly stale:
 - judge/scores.partial.jsonl: each finished record is appended and flushed at once, tagged
   with a run key, so Ctrl-C or a crash loses no finished judgment and a rerun only asks for
   what is missing. Records in state `error` are not finished: a rerun asks again.
-- the stage's manifest (evalpipe/pipeline.py, the hooks `identity` and `incomplete`): the
+- the stage's manifest (evalpipe/stages/pipeline.py, the hooks `identity` and `incomplete`): the
   stage is stale when the served model's digest, the prompt text or the parsing rule's version
   changed, and incomplete while judgments ended in error, so the next run asks for them.
 - canaries: a few known answers (the reference output as the response: should score high;
   an empty-looking reply such as 'N/A': should score near 0), judged exactly like the items and
   reported apart, to flag a judge that is not reading.
 
-The pieces a judge of several runs at once ("together" mode, evalpipe/together.py) reuses:
+The pieces a judge of several runs at once ("together" mode, evalpipe/judging/together.py) reuses:
 `open_judge` (preflight + cache + backend), `Judge.ask` (cache, retries, timing),
 `read_responses`, `judge_fields` (the record layout of docs/records.md), and the loop that
 asks and writes down: `answering` (the thread pool), `resume` and `write_down` (the partial
@@ -46,13 +46,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from evalpipe import prompts, stats
+from evalpipe import stats
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
-from evalpipe.io import DataError, JsonlAppender, read_json_object, read_jsonl, read_partial_jsonl
-from evalpipe.io import sha256_file, sha256_file_remembered, sha256_json, write_json, write_jsonl
-from evalpipe.pipeline import RunPaths, Unchecked
-from evalpipe.prompts import parse_reply, render, schema, template_sha256
+from evalpipe.io import (
+    DataError,
+    JsonlAppender,
+    read_json_object,
+    read_jsonl,
+    read_partial_jsonl,
+    sha256_file,
+    sha256_file_remembered,
+    sha256_json,
+    write_json,
+    write_jsonl,
+)
+from evalpipe.judging import prompts
+from evalpipe.judging.prompts import parse_reply, render, schema, template_sha256
+from evalpipe.manifest import Unchecked
+from evalpipe.paths import RunPaths
+from evalpipe.records import count_of
 
 SCORES = "scores.jsonl"
 CANARIES = "canaries.jsonl"
@@ -75,7 +88,7 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 def config_key(config: RunConfig) -> dict:
     # How fast and where the judge is asked does not change its answers; mode and swap are
-    # together mode's (evalpipe/together.py), which this stage refuses.
+    # together mode's (evalpipe/judging/together.py), which this stage refuses.
     ignored = ("concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
                "mode", "swap")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
@@ -108,7 +121,7 @@ def served_digest(settings: JudgeConfig) -> str | Unchecked:
     """The digest of the model the judge server serves now, as preflight reads it (Ollama:
     one GET /api/tags); Unchecked when the server cannot tell (down, or without the model).
     The llamacpp backend's digest is its GGUF file's SHA-256, read without loading it."""
-    from evalpipe.backends import JudgeError, make_backend
+    from evalpipe.judging.backends import JudgeError, make_backend
 
     if settings.backend == "llamacpp":
         path = Path(settings.model).expanduser()
@@ -131,11 +144,6 @@ def incomplete(config: RunConfig, paths: RunPaths) -> str | None:
     next run asks for them again."""
     errors = read_json_object(paths.stage_dir("judge") / SUMMARY).get("errors", 0)
     return count_of(errors, "error") if errors else None
-
-
-def count_of(n: int, thing: str) -> str:
-    """'1 error', '2 errors'."""
-    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 # -- the judgment cache -------------------------------------------------------------------------
@@ -175,7 +183,7 @@ class JudgmentCache:
 
     def get(self, key: str):
         """The stored `backends.Reply` to the request of `key`, or None."""
-        from evalpipe.backends import Reply
+        from evalpipe.judging.backends import Reply
 
         with self._lock:
             row = self._db.execute("SELECT raw, prompt_tokens, context FROM replies "
@@ -324,7 +332,11 @@ class Judge:
         """The judge's raw reply to `prompt`: from the cache if it was asked before, else from
         the backend, retrying transient failures with exponential backoff. A reply whose
         prompt token count says the prompt was cut (`truncation`) is an error, never cached."""
-        from evalpipe.backends import JudgeError, JudgeRequest, TransientJudgeError
+        from evalpipe.judging.backends import (
+            JudgeError,
+            JudgeRequest,
+            TransientJudgeError,
+        )
 
         key = cache_key(self.identity, prompt, options, schema)
         reply = self.cache.get(key)
@@ -368,7 +380,7 @@ def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
 def open_judge(config: RunConfig, results: Path) -> Iterator[Judge]:
     """Preflight the backend and open the judgment cache (`cache_path(config, results)`). A
     failed preflight is one line saying what to run; nothing else has happened yet."""
-    from evalpipe.backends import JudgeError, make_backend
+    from evalpipe.judging.backends import JudgeError, make_backend
 
     backend = make_backend(config.judge)
     try:

@@ -12,7 +12,7 @@ on different questions, so compare refuses and names the first difference.
 
 What a "model" is: one run's responses, named by the run. With `--mode single` (the default)
 its scores are the run's own judge/scores.jsonl (judged alone, the book's way). With `--mode
-together` the runs' responses are first judged together (evalpipe/together.py: every model's
+together` the runs' responses are first judged together (evalpipe/judging/together.py: every model's
 response to an item in one prompt) into compare-<name>/together/, one scores file per model
 with the same fields plus `position`, `shuffle_seed` and `mode`; `load_models` is the one place
 that reads either kind, and everything after it works on models, not runs. A together
@@ -43,27 +43,34 @@ from pathlib import Path
 
 import numpy as np
 
-from evalpipe import paired, stats
-from evalpipe.aggregate import (DECIMALS, FINETUNE_SUMMARY, JUDGE_SUMMARY, SCORES,
-                                load_finetune_summary, load_judge_summary,
-                                load_scores, uses_finetune)
+from evalpipe import stats
 from evalpipe.config import AggregateConfig, JudgeConfig, RunConfig, load_config
-from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_json_object, write_json, write_text
-from evalpipe.report import (embedded_png, esc, interval, level, md, number, page, pyplot,
-                             save_figure)
+from evalpipe.records import (
+    DECIMALS,
+    FINETUNE_SUMMARY,
+    JUDGE_SUMMARY,
+    SCORES,
+    STATES,
+    STATES_WITH_SCORE,
+    CompareError,
+    check_same_test_items,
+    load_finetune_summary,
+    load_judge_summary,
+    load_scores,
+    uses_finetune,
+)
+from evalpipe.report.format import interval, level, md, number
+from evalpipe.report.html import embedded_png, esc, page
+from evalpipe.report.plots import pyplot, save_figure
+from evalpipe.stats import paired
 
-COMPARED_FIELDS = ("instruction", "input", "output")
 SCORES_PLOT = "scores.png"
 LOSS_PLOT = "loss-vs-score.png"
 JUDGES_PLOT = "judges.png"
 PLOTS = (SCORES_PLOT, LOSS_PLOT, JUDGES_PLOT)
 # What identifies a judgment, in the order a difference is reported.
 JUDGE_IDENTITY = ("backend", "model", "digest", "template", "mode", "structured", "options")
-
-
-class CompareError(EvalpipeError):
-    """Runs that cannot be compared; the message names the runs, the item and the field."""
 
 
 @dataclass
@@ -108,7 +115,7 @@ class ModelScores:
 
     def counted(self) -> list[int]:
         """Scores of the items that carry one (scored and empty), in test order."""
-        return [r["score"] for r in self.records if r["state"] in stats.STATES_WITH_SCORE]
+        return [r["score"] for r in self.records if r["state"] in STATES_WITH_SCORE]
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -161,7 +168,7 @@ def load_together_model(results: Path, run: str, config: RunConfig | None, toget
     """A run's responses as judged together: compare-<name>/together/scores/<run>.jsonl, with
     the run's own config.toml and fine-tuning figures; its judge settings are the together
     judgment's (mode "together"), not those in the run's config."""
-    from evalpipe.together import SCORES_DIR
+    from evalpipe.judging.together import SCORES_DIR
 
     scores_path = together / SCORES_DIR / f"{run}.jsonl"
     if not scores_path.exists():
@@ -180,7 +187,7 @@ def load_together_model(results: Path, run: str, config: RunConfig | None, toget
 def load_models(results: Path, runs: list[str], configs: dict[str, RunConfig | None],
                 together: Path | None = None) -> list[ModelScores]:
     """Every model of the runs, in the order given: each run's own judgment (judge/scores.jsonl),
-    or, with `together` (a compare-<name>/together/ folder written by evalpipe/together.py),
+    or, with `together` (a compare-<name>/together/ folder written by evalpipe/judging/together.py),
     the runs' responses as judged there. `configs` holds each run's config.toml
     (`read_run_config`)."""
     seen = Counter(runs)
@@ -189,7 +196,7 @@ def load_models(results: Path, runs: list[str], configs: dict[str, RunConfig | N
         raise CompareError(f"run {twice[0]} is named twice")
     if together is None:
         return [load_run(results, run, configs[run]) for run in runs]
-    from evalpipe.together import SUMMARY
+    from evalpipe.judging.together import SUMMARY
 
     summary = read_json_object(together / SUMMARY)
     return [load_together_model(results, run, configs[run], together, summary) for run in runs]
@@ -208,39 +215,6 @@ def single_mode_models(results: Path, runs: list[str],
 
 # -- the consistency check ----------------------------------------------------------------------
 
-def _short(text, limit: int = 40) -> str:
-    text = str(text)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _item_key(record: dict) -> tuple[str, str, str]:
-    return tuple(record[name] for name in COMPARED_FIELDS)
-
-
-def check_same_test_items(models: list[ModelScores]) -> None:
-    """Refuse models whose test items differ from the first model's, naming the first
-    difference: the two runs, the item's index and ids, the field, and both values shortened.
-    The same items in another order are named as such."""
-    first = models[0]
-    for other in models[1:]:
-        a_records, b_records = first.records, other.records
-        if len(a_records) != len(b_records):
-            raise CompareError(
-                f"runs {first.label} and {other.label} do not share a test split: "
-                f"{first.label} has {len(a_records)} items, {other.label} has {len(b_records)}")
-        for index, (a, b) in enumerate(zip(a_records, b_records)):
-            for name in COMPARED_FIELDS:
-                if a[name] != b[name]:
-                    reordered = (Counter(map(_item_key, a_records))
-                                 == Counter(map(_item_key, b_records)))
-                    what = ("hold the same items in another order; the first difference is"
-                            if reordered else "differ")
-                    raise CompareError(
-                        f"runs {first.label} and {other.label} {what} at item {index} "
-                        f"(ids {a['id']} and {b['id']}), field {name}: "
-                        f"{_short(a[name])} against {_short(b[name])}")
-
-
 # -- the numbers --------------------------------------------------------------------------------
 
 def model_row(model: ModelScores, bootstrap: AggregateConfig) -> dict:
@@ -256,7 +230,7 @@ def model_row(model: ModelScores, bootstrap: AggregateConfig) -> dict:
         "base_test_loss": finetune.get("base_test_loss"),
         "finetuned_test_loss": finetune.get("finetuned_test_loss"),
         "items": len(model.records),
-        "states": {state: states.get(state, 0) for state in stats.STATES},
+        "states": {state: states.get(state, 0) for state in STATES},
         "counted": len(counted),
         "mean": stats.mean(counted),
         "ci": stats.bootstrap_ci(counted, bootstrap.bootstrap_resamples, bootstrap.seed,
@@ -267,7 +241,7 @@ def model_row(model: ModelScores, bootstrap: AggregateConfig) -> dict:
     }
 
 
-def _both_counted(a: ModelScores, b: ModelScores, states=stats.STATES_WITH_SCORE):
+def _both_counted(a: ModelScores, b: ModelScores, states=STATES_WITH_SCORE):
     """The scores of the items both judgments gave a counted state, in test order."""
     pairs = [(x["score"], y["score"]) for x, y in zip(a.records, b.records)
              if x["state"] in states and y["state"] in states]
@@ -544,7 +518,7 @@ def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]
         [["n/a" if r["rank"] is None else str(r["rank"]), r["model"], r["base_model"] or "n/a",
           number(r["base_test_loss"], 3), number(r["finetuned_test_loss"], 3),
           number(r["mean"]), interval(r["ci"]),
-          *(str(r["states"][state]) for state in stats.STATES),
+          *(str(r["states"][state]) for state in STATES),
           number(r["overlap_mean"], 3), _judge_text(r["judge"])] for r in board["models"]])
     pairs = (
         ["a", "b", "items", "mean a", "mean b", "a - b", f"{level(board['confidence'])} paired CI",
@@ -730,7 +704,7 @@ def _item_section(index: int, models: list[ModelScores]) -> str:
     """One test item: the question and the reference, then every model's response and score."""
     first = models[0].records[index]
     counted = [m.records[index]["score"] for m in models
-               if m.records[index]["state"] in stats.STATES_WITH_SCORE]
+               if m.records[index]["state"] in STATES_WITH_SCORE]
     spread = max(counted) - min(counted) if counted else 0
     cards = []
     for model in models:
@@ -826,7 +800,7 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
                  config: RunConfig | None = None, aggregate: AggregateConfig | None = None,
                  allow_mixed_judges: bool = False) -> Path:
     """`evalpipe compare`: load, check, compute, and write results/compare-<name>/. With
-    mode "together" the runs' responses are first judged together (evalpipe/together.py)
+    mode "together" the runs' responses are first judged together (evalpipe/judging/together.py)
     with the judge settings of `config` (a RunConfig), into compare-<name>/together/.
 
     The bootstrap's resamples, seed and confidence are `aggregate`'s when given (evaluate
@@ -857,7 +831,7 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         bootstrap_resamples=aggregate.bootstrap_resamples if resamples is None else resamples,
         seed=aggregate.seed if seed is None else seed)
     if mode == "together":
-        from evalpipe.together import FOLDER, judge_together
+        from evalpipe.judging.together import FOLDER, judge_together
 
         if config is None:
             config = judge_config_for(results, runs, None, [])
@@ -865,13 +839,13 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         models = load_models(results, runs, configs, together=out / FOLDER)
     else:
         models = load_models(results, runs, configs)
-    check_same_test_items(models)
+    check_same_test_items([(m.label, m.records) for m in models])
     board = build_leaderboard(models, name, bootstrap, mode, allow_mixed_judges)
     if mode == "together":
         board["positions"] = {"swap": summary["swap"], "rows": summary["positions"]}
         single = single_mode_models(results, runs, configs)
         if single is not None:
-            check_same_test_items([models[0], *single])
+            check_same_test_items([(m.label, m.records) for m in (models[0], *single)])
             # The single-mode ranking beside this one is a ranking too: one judge, or marked.
             # (The same responses everywhere: no ranking in either mode.)
             single_mismatches = judge_mismatches(single)
