@@ -36,7 +36,8 @@ from evalpipe.cli import main
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import DataError, read_jsonl, read_partial_jsonl
 from evalpipe.judging.backends import JudgeIdentity, Reply
-from evalpipe.stages.judge import JudgmentCache, read_responses
+from evalpipe.judging.cache import JudgmentCache
+from evalpipe.judging.engine import read_responses
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
@@ -282,10 +283,10 @@ def test_a_new_parsing_rule_rereads_cached_replies_without_asking(run, monkeypat
         before = len(standin.requests)
         # A changed parsing rule (here: every reply is read as 42) is a code change, not a
         # setting; --force reruns the stage, and the cached raw replies are parsed anew.
-        import evalpipe.stages.judge
+        import evalpipe.judging.engine
         from evalpipe.judging.prompts import Parsed
 
-        monkeypatch.setattr(evalpipe.stages.judge, "parse_reply",
+        monkeypatch.setattr(evalpipe.judging.engine, "parse_reply",
                             lambda template, structured, text: Parsed("scored", 42, None))
         run("judge", standin.url, force=True)
         assert asked(standin, before) == [BROKEN, BROKEN]
@@ -597,15 +598,15 @@ def test_a_changed_prompt_text_makes_the_judge_stale(run, capsys, monkeypatch):
 
 def test_a_new_parse_rule_version_makes_the_judge_stale_and_rereads_the_cache(
         run, capsys, monkeypatch):
+    import evalpipe.judging.engine
     import evalpipe.judging.prompts
-    import evalpipe.stages.judge
     from evalpipe.judging.prompts import Parsed
 
     with OllamaStandIn() as standin:
         assert run("judge", standin.url) == 0
         version = evalpipe.judging.prompts.PARSE_RULE_VERSION
         monkeypatch.setattr(evalpipe.judging.prompts, "PARSE_RULE_VERSION", version + 1)
-        monkeypatch.setattr(evalpipe.stages.judge, "parse_reply",
+        monkeypatch.setattr(evalpipe.judging.engine, "parse_reply",
                             lambda template, structured, text: Parsed("scored", 42, None))
         assert status_of(run, capsys, standin.url)["judge"] == (
             f"stale    parse_rule changed: {version} -> {version + 1}")
@@ -756,8 +757,8 @@ def test_a_long_prompt_gets_a_larger_context_where_the_model_allows(run):
 
 
 def test_a_prompt_longer_than_the_model_takes_stops_before_asking(run, capsys):
+    from evalpipe.judging.engine import estimate_tokens
     from evalpipe.judging.prompts import render
-    from evalpipe.stages.judge import estimate_tokens
 
     long = " ".join(f"word85a{n}" for n in range(700))
     with_response(run, 85, long)
@@ -834,7 +835,7 @@ def test_cached_replies_that_cannot_be_checked_are_asked_again(run):
 
 
 def test_the_truncation_rule():
-    from evalpipe.stages.judge import truncation
+    from evalpipe.judging.engine import truncation
 
     prompt = "one two three four"
     assert truncation(prompt, Reply("85", None, 2048)) is None  # no count: nothing to check
@@ -850,7 +851,7 @@ def test_the_truncation_rule():
 def test_num_ctx_is_doubled_up_to_the_model_context_and_no_further():
     from types import SimpleNamespace
 
-    from evalpipe.stages.judge import estimate_tokens, sized_options
+    from evalpipe.judging.engine import estimate_tokens, sized_options
 
     judge = SimpleNamespace(backend=SimpleNamespace(max_context=8192),
                             identity=JudgeIdentity("ollama", "llama3:latest", "d"))
@@ -938,8 +939,8 @@ def test_the_llamacpp_digest_is_read_without_loading_the_model(tmp_path):
     """status must not load an 8B GGUF to learn its digest: the file's SHA-256 is the digest
     the llamacpp backend's preflight reports."""
     from evalpipe.config import JudgeConfig
+    from evalpipe.judging.engine import served_digest
     from evalpipe.manifest import Unchecked
-    from evalpipe.stages.judge import served_digest
 
     gguf = tmp_path / "judge.gguf"
     gguf.write_bytes(b"GGUF not really")

@@ -61,15 +61,7 @@ from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file, sha256_json, write_json, write_jsonl
 from evalpipe.judging import prompts
-from evalpipe.judging.prompts import (
-    parse_together,
-    render_together,
-    together_schema,
-    together_template_sha256,
-)
-from evalpipe.manifest import identity_changes
-from evalpipe.records import STATES, CompareError, check_same_test_items
-from evalpipe.stages.judge import (
+from evalpipe.judging.engine import (
     EMPTY,
     Judge,
     Judgment,
@@ -87,6 +79,14 @@ from evalpipe.stages.judge import (
     sized_options,
     write_down,
 )
+from evalpipe.judging.prompts import (
+    parse_together,
+    render_together,
+    together_schema,
+    together_template_sha256,
+)
+from evalpipe.manifest import identity_changes
+from evalpipe.records import STATES, CompareError, check_same_test_items
 
 FOLDER = "together"
 SCORES_DIR = "scores"
