@@ -53,7 +53,7 @@ NO_SCORED_ITEMS = "no scored items"
 # The fine-tuning figures set beside the scores (finetune/summary.json, written by finetune.py).
 
 
-# -- the stage's contract with the cache ------------------------------------------------------
+# -- the stage contract (evalpipe/stages/contract.py) -------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("judge",)

@@ -31,7 +31,7 @@ IGNORE_INDEX = -100
 CHECKPOINT = "checkpoint.pt"
 
 
-# -- the stage's contract with the cache ------------------------------------------------------
+# -- the stage contract (evalpipe/stages/contract.py) -------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("prepare",)

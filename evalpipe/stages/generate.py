@@ -49,7 +49,7 @@ IMPORT_SETTINGS = ("from_file", "response_key", "allow_partial")
 KEPT_COPY = "imported-responses"  # + the imported file's suffix
 
 
-# -- the stage's contract with the cache ------------------------------------------------------
+# -- the stage contract (evalpipe/stages/contract.py) -------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     # Importing responses, or generating straight from a base model, needs no fine-tune.

@@ -79,7 +79,7 @@ SUMMARY = "summary.json"
 PARTIAL = "scores.partial.jsonl"
 CANARY_ITEMS = 5  # canaries are made from the first min(5, n) test items
 
-# -- the stage's contract with the cache ------------------------------------------------------
+# -- the stage contract (evalpipe/stages/contract.py) -------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ("generate",)

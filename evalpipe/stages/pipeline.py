@@ -6,7 +6,8 @@ output and a hash of that configuration. A stage is up to date when all three st
 content, never by timestamp. Running a stage first brings the stages it needs up to date, as Make
 would; a rerun whose outputs come out byte-identical leaves the stages after it untouched.
 
-Two optional hooks of a stage module refine that:
+What a stage module provides is the stage contract, stated in evalpipe/stages/contract.py.
+Two of its optional hooks refine the decision:
 - `identity(config, paths) -> dict`: values that decide the outputs but are neither configuration
   nor input files (the judge: the served model's digest, a hash of the prompt text, the parsing
   rule's version). They are recorded in the manifest and compared like the configuration; a
@@ -36,18 +37,25 @@ from evalpipe.errors import EvalpipeError
 from evalpipe.io import sha256_file_remembered, sha256_json, write_json, write_text
 from evalpipe.manifest import MANIFEST, identity_changes, recorded_identity
 from evalpipe.paths import RunPaths
+from evalpipe.stages.contract import StageModule, breaches
 
 
 @dataclass(frozen=True)
 class Stage:
-    """What the cache needs to know about a stage. Functions are looked up lazily in the stage's
-    module (`evalpipe.<name>`), so `status` never imports torch."""
+    """What the cache needs to know about a stage: the functions of the stage contract
+    (evalpipe/stages/contract.py), looked up lazily in the stage's module
+    (`evalpipe.stages.<name>`), so `status` never imports torch."""
 
     name: str
 
     @property
-    def module(self):
-        return importlib.import_module(f"evalpipe.stages.{self.name}")
+    def module(self) -> StageModule:
+        module = importlib.import_module(f"evalpipe.stages.{self.name}")
+        missing = breaches(module)
+        if missing:
+            raise TypeError(f"{module.__name__} breaks the stage contract "
+                            f"(evalpipe/stages/contract.py): no {', '.join(missing)}")
+        return module
 
     def needs(self, config: RunConfig) -> tuple[str, ...]:
         return tuple(self.module.needs(config))

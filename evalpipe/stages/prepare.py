@@ -31,7 +31,7 @@ NON_EMPTY = ("instruction", "output")
 SPLITS = ("train", "val", "test")
 
 
-# -- the stage's contract with the cache ------------------------------------------------------
+# -- the stage contract (evalpipe/stages/contract.py) -------------------------------------------
 
 def needs(config: RunConfig) -> tuple[str, ...]:
     return ()

@@ -17,7 +17,7 @@ from evalpipe.io import read_jsonl
 from evalpipe.paths import RunPaths
 from evalpipe.stages.finetune import train_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.toml"
 # Smaller and shorter than the smoke run: a few steps are enough to see the loss move.
 FAST = ["finetune.max_steps=6", "finetune.eval_interval=3", "finetune.checkpoint_interval=2",

@@ -39,7 +39,7 @@ from evalpipe.judging.backends import JudgeIdentity, Reply
 from evalpipe.judging.cache import JudgmentCache
 from evalpipe.judging.engine import read_responses
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
 DIGEST = DEFAULT_OLLAMA_MODELS["llama3:latest"]
 

@@ -12,7 +12,7 @@ from standins import OllamaStandIn, book_judge, book_score
 from evalpipe.cli import main
 from evalpipe.io import read_jsonl
 
-BOOK = Path(__file__).resolve().parent.parent / "configs" / "book.toml"  # what make passes
+BOOK = Path(__file__).resolve().parents[2] / "configs" / "book.toml"  # what make passes
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from evalpipe.gpt2.weights import load_finetuned
 from evalpipe.io import read_jsonl
 from evalpipe.templates import END_OF_TEXT_ID, encode, get_template
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.toml"
 TINY = ["finetune.max_steps=2", "finetune.eval_interval=0", "model.emb_dim=32",
         "model.context_length=192", "finetune.max_length=192", "generate.max_new_tokens=12"]
