@@ -6,7 +6,6 @@ book split makes the last-but-five ten the test items, and imported responses ch
 the stand-in judge (100 x word-overlap F1 with the correct output) gives known scores.
 """
 
-import _thread
 import hashlib
 import itertools
 import json
@@ -342,6 +341,13 @@ def test_a_killed_judge_loses_no_finished_judgment(run, run_env):
     assert len(read_jsonl(run.root / "judge/canaries.jsonl")) == 10
 
 
+def ctrl_c() -> None:
+    """Ctrl-C as the terminal sends it: a real SIGINT, to the main thread. (interrupt_main only
+    sets a flag that a main thread blocked in a wait sees when the wait ends by itself, so under
+    load the stage could finish first.)"""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
 def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
     """Ctrl-C while requests are in flight: the stage waits for them (they end by their
     timeout at the latest), so their answers reach the judgment cache before it is closed,
@@ -362,7 +368,7 @@ def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
             # next wakes.
             all_workers_busy.wait(timeout=10)
             time.sleep(0.1)
-            _thread.interrupt_main()
+            ctrl_c()
             time.sleep(0.3)
         elif number > 2:
             time.sleep(0.6)  # still in flight when the main thread stops
@@ -405,7 +411,7 @@ def test_ctrl_c_does_not_wait_to_retry(run, monkeypatch):
             return StandInFailure(503, "busy")
         if number == 2:
             time.sleep(0.2)  # the first request is in its backoff by now
-            _thread.interrupt_main()
+            ctrl_c()
         return book_judge(body)
 
     with OllamaStandIn(fail_then_interrupt) as standin:
