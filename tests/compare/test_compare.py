@@ -406,7 +406,7 @@ def test_runs_judged_by_different_judges_are_not_ranked_unless_allowed(
     for, marked mixed in every output."""
     from standins import OllamaStandIn
 
-    smoke = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke.toml"
     book = json.loads(book_responses.read_text(encoding="utf-8"))
     perfect = run_env / "perfect.json"  # other responses: the references themselves
     perfect.write_text(json.dumps([{**r, "model_response": r["output"]} for r in book]),
