@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":  # works on finished runs: no configuration of its own
-        from evalpipe.compare.command import (
-            compare_runs,
-            judge_config_for,
-            print_leaderboard,
-        )
+        from evalpipe.compare import compare_runs, judge_config_for, print_leaderboard
 
         config = None
         if args.mode == "together":

@@ -90,7 +90,7 @@ def _paths(paths: RunPaths, name: str) -> RunPaths:
 
 def evaluate(config: RunConfig, paths: RunPaths, *, echo=print) -> Path:
     """Bring every sub-run up to date, then compare them into results/compare-<run>/."""
-    from evalpipe.compare.command import compare_runs, print_leaderboard
+    from evalpipe.compare import compare_runs, print_leaderboard
 
     subs = sub_runs(config, paths.run)
     target = sub_target(config)

@@ -1,781 +1,35 @@
-"""Comparing runs: check that they answered the same test items, then set them side by side.
-
-`evalpipe compare RUN [RUN ...]` reads each run's judge/scores.jsonl (docs/records.md) and writes
-`results/compare-<name>/`: leaderboard.json, leaderboard.md, the plots (scores.png, and
-loss-vs-score.png and judges.png when there is something to draw) and compare.html, one
-self-contained page. docs/compare.md says what every number means.
+"""`evalpipe compare RUN [RUN ...]`: load the runs, check that they answered the same test
+items, build the leaderboard, and write `results/compare-<name>/`: leaderboard.json,
+leaderboard.md, the plots (scores.png, and loss-vs-score.png and judges.png when there is
+something to draw) and compare.html, one self-contained page. docs/compare.md says what every
+number means.
 
 Runs are comparable only when their test splits are identical: the same instructions, inputs
 and reference outputs, in the same order (ids are not enough: they are hashes of those three
 fields, but a user may have edited one without the others). Anything else would compare models
-on different questions, so compare refuses and names the first difference.
-
-What a "model" is: one run's responses, named by the run. With `--mode single` (the default)
-its scores are the run's own judge/scores.jsonl (judged alone, the book's way). With `--mode
-together` the runs' responses are first judged together (evalpipe/judging/together.py: every model's
-response to an item in one prompt) into compare-<name>/together/, one scores file per model
-with the same fields plus `position`, `shuffle_seed` and `mode`; `load_models` is the one place
-that reads either kind, and everything after it works on models, not runs. A together
-comparison also sets the runs' single-mode judgments beside it when every run has one (ranks
-side by side, and the agreement of the two modes per model).
-
-Judge agreement is computed, with no flag to ask for it, wherever two judgments of the same
-responses exist: two runs whose responses are identical item by item (the same model judged by
-two judges, templates or modes, or judged twice), and the repeats inside a run (`repeats`).
-
-One ranking, one judge: scores of two judges (another model, digest, template, options ...)
-are on scales of their own, so models are ranked only when every run was judged alike
-(`judge_mismatches`); otherwise compare refuses, unless --allow-mixed-judges is given, and then
-every output says the judges are mixed. Runs that all hold the same responses are not models
-to rank at all: they are one model judged several times, a comparison of judges
-(`comparison: "judges"`): the agreement and each judge's mean, no ranks and no pairs.
+on different questions, so compare refuses and names the first difference
+(`evalpipe.records.check_same_test_items`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from evalpipe import stats
-from evalpipe.config import AggregateConfig, JudgeConfig, RunConfig, load_config
-from evalpipe.io import read_json_object, write_json, write_text
-from evalpipe.records import (
-    DECIMALS,
-    FINETUNE_SUMMARY,
-    JUDGE_SUMMARY,
-    SCORES,
-    STATES,
-    STATES_WITH_SCORE,
-    CompareError,
-    check_same_test_items,
-    load_finetune_summary,
-    load_judge_summary,
-    load_scores,
-    uses_finetune,
-)
-from evalpipe.report.format import interval, level, md, number
-from evalpipe.report.html import embedded_png, esc, page
-from evalpipe.report.plots import pyplot, save_figure
-from evalpipe.stats import paired
+from evalpipe.compare.html import render_html
+from evalpipe.compare.leaderboard import add_single_mode, build_leaderboard
+from evalpipe.compare.load import load_models, read_run_config, single_mode_models
+from evalpipe.compare.markdown import render_markdown
+from evalpipe.compare.plots import write_plots
+from evalpipe.compare.text import board_notes
+from evalpipe.config import AggregateConfig, RunConfig, load_config
+from evalpipe.io import write_json, write_text
+from evalpipe.records import DECIMALS, CompareError, check_same_test_items
+from evalpipe.report.format import interval, number
 
-SCORES_PLOT = "scores.png"
-LOSS_PLOT = "loss-vs-score.png"
-JUDGES_PLOT = "judges.png"
-PLOTS = (SCORES_PLOT, LOSS_PLOT, JUDGES_PLOT)
-# What identifies a judgment, in the order a difference is reported.
-JUDGE_IDENTITY = ("backend", "model", "digest", "template", "mode", "structured", "options")
-
-
-@dataclass
-class ModelScores:
-    """One model's judged responses and what is known about how it was made."""
-
-    label: str  # its name in the leaderboard: the run's name (one day "run/base")
-    run: str
-    records: list[dict]  # judge/scores.jsonl, in test order
-    finetune: dict | None = None  # finetune/summary.json, when the responses came from it
-    config: RunConfig | None = None  # the run's config.toml, when it has one
-    # How these scores were judged: the run's [judge] section, or the together judgment's.
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    judge_summary: dict = field(default_factory=dict)  # judge/summary.json, when present
-
-    @property
-    def base_model(self) -> str | None:
-        """What made the responses: the base model that was fine-tuned, or, for responses that
-        were imported or generated by a model straight away, that (model.base would mislead)."""
-        if self.config is None:
-            return (self.finetune or {}).get("base_model")
-        generate, base = self.config.generate, self.config.model.base
-        if generate.from_file:
-            return f"imported from {Path(generate.from_file).name}"
-        if not uses_finetune(self.config):
-            spec = base if generate.model == "base" else generate.model
-            return f"{spec} (not fine-tuned)"
-        return base or (self.finetune or {}).get("base_model")
-
-    def judge_identity(self) -> dict:
-        """Who judged and how: from the records (docs/records.md) and judge/summary.json."""
-        first = self.records[0] if self.records else {}
-        return {
-            "backend": first.get("judge_backend"),
-            "model": first.get("judge_model"),
-            "digest": first.get("judge_digest"),
-            "template": first.get("judge_template"),
-            "mode": self.judge.mode,
-            "structured": self.judge_summary.get("structured"),
-            "options": self.judge_summary.get("options"),
-        }
-
-    def counted(self) -> list[int]:
-        """Scores of the items that carry one (scored and empty), in test order."""
-        return [r["score"] for r in self.records if r["state"] in STATES_WITH_SCORE]
-
-
-# -- loading ------------------------------------------------------------------------------------
-
-def read_run_config(results: Path, run: str) -> RunConfig | None:
-    """The run's config.toml, checked as any config file is (None when the run has none)."""
-    config_path = results / run / "config.toml"
-    return load_config(config_path) if config_path.exists() else None
-
-
-def _read_finetune(results: Path, run: str, config: RunConfig | None) -> dict | None:
-    """finetune/summary.json when the judged responses came from the model fine-tuned in the
-    run (the aggregate stage's rule; a run without config.toml is taken to be one)."""
-    finetune_path = results / run / FINETUNE_SUMMARY
-    if not (finetune_path.exists() and uses_finetune(config or RunConfig())):
-        return None
-    return load_finetune_summary(finetune_path)
-
-
-def load_run(results: Path, run: str, config: RunConfig | None) -> ModelScores:
-    """A run judged on its own: its scores, judge summary and fine-tuning figures; `config` is
-    its config.toml (`read_run_config`), read once by the caller."""
-    folder = results / run
-    scores_path = folder / SCORES
-    judge = config.judge if config is not None else JudgeConfig()
-    if not scores_path.exists():
-        if judge.mode == "together":
-            raise CompareError(f"run {run}: {scores_path} not found: the run is set to be "
-                               "judged together with others; use 'evalpipe compare ... "
-                               "--mode together'")
-        raise CompareError(f"run {run}: {scores_path} not found; "
-                           f"make it with 'make evaluate RUN={run}'")
-    model = ModelScores(label=run, run=run, records=load_scores(scores_path), config=config,
-                        judge=judge)
-    if not model.records:
-        raise CompareError(f"run {run}: {scores_path} holds no records")
-    if judge.mode != "single":
-        raise CompareError(f"run {run}: judged with judge.mode = {judge.mode!r}; a run's own "
-                           "judgment is single-mode; to judge runs together, use 'evalpipe "
-                           "compare RUN RUN ... --mode together'")
-    judge_summary_path = folder / JUDGE_SUMMARY
-    if judge_summary_path.exists():
-        model.judge_summary = load_judge_summary(judge_summary_path)
-    model.finetune = _read_finetune(results, run, config)
-    return model
-
-
-def load_together_model(results: Path, run: str, config: RunConfig | None, together: Path,
-                        summary: dict) -> ModelScores:
-    """A run's responses as judged together: compare-<name>/together/scores/<run>.jsonl, with
-    the run's own config.toml and fine-tuning figures; its judge settings are the together
-    judgment's (mode "together"), not those in the run's config."""
-    from evalpipe.judging.together import SCORES_DIR
-
-    scores_path = together / SCORES_DIR / f"{run}.jsonl"
-    if not scores_path.exists():
-        raise CompareError(f"run {run}: {scores_path} not found; make it with "
-                           "'evalpipe compare ... --mode together'")
-    judge = JudgeConfig(backend=summary["judge"]["backend"], model=summary["judge"]["model"],
-                        template=summary["template"], options=summary["options"],
-                        swap=summary["swap"], mode="together")
-    return ModelScores(label=run, run=run, records=load_scores(scores_path), config=config,
-                       judge=judge,
-                       judge_summary={"structured": summary["structured"],
-                                      "options": summary["options"]},
-                       finetune=_read_finetune(results, run, config))
-
-
-def load_models(results: Path, runs: list[str], configs: dict[str, RunConfig | None],
-                together: Path | None = None) -> list[ModelScores]:
-    """Every model of the runs, in the order given: each run's own judgment (judge/scores.jsonl),
-    or, with `together` (a compare-<name>/together/ folder written by evalpipe/judging/together.py),
-    the runs' responses as judged there. `configs` holds each run's config.toml
-    (`read_run_config`)."""
-    seen = Counter(runs)
-    twice = [run for run, count in seen.items() if count > 1]
-    if twice:
-        raise CompareError(f"run {twice[0]} is named twice")
-    if together is None:
-        return [load_run(results, run, configs[run]) for run in runs]
-    from evalpipe.judging.together import SUMMARY
-
-    summary = read_json_object(together / SUMMARY)
-    return [load_together_model(results, run, configs[run], together, summary) for run in runs]
-
-
-def single_mode_models(results: Path, runs: list[str],
-                       configs: dict[str, RunConfig | None]) -> list[ModelScores] | None:
-    """The runs' own single-mode judgments, when every run has one (to set beside a together
-    comparison); else None."""
-    for run in runs:
-        mode = configs[run].judge.mode if configs[run] is not None else JudgeConfig().mode
-        if not (results / run / SCORES).exists() or mode != "single":
-            return None
-    return [load_run(results, run, configs[run]) for run in runs]
-
-
-# -- the consistency check ----------------------------------------------------------------------
-
-# -- the numbers --------------------------------------------------------------------------------
-
-def model_row(model: ModelScores, bootstrap: AggregateConfig) -> dict:
-    """One leaderboard row, before ranking; `bootstrap` gives the interval's resamples, seed
-    and confidence."""
-    counted = model.counted()
-    finetune = model.finetune or {}
-    states = Counter(r["state"] for r in model.records)
-    return {
-        "model": model.label,
-        "run": model.run,
-        "base_model": model.base_model,
-        "base_test_loss": finetune.get("base_test_loss"),
-        "finetuned_test_loss": finetune.get("finetuned_test_loss"),
-        "items": len(model.records),
-        "states": {state: states.get(state, 0) for state in STATES},
-        "counted": len(counted),
-        "mean": stats.mean(counted),
-        "ci": stats.bootstrap_ci(counted, bootstrap.bootstrap_resamples, bootstrap.seed,
-                                 bootstrap.confidence),
-        "overlap_mean": stats.mean([stats.token_f1(r.get("response"), r["output"])
-                                    for r in model.records]),
-        "judge": model.judge_identity(),
-    }
-
-
-def _both_counted(a: ModelScores, b: ModelScores, states=STATES_WITH_SCORE):
-    """The scores of the items both judgments gave a counted state, in test order."""
-    pairs = [(x["score"], y["score"]) for x, y in zip(a.records, b.records)
-             if x["state"] in states and y["state"] in states]
-    return [x for x, _ in pairs], [y for _, y in pairs]
-
-
-def pair_rows(ranked: list[ModelScores], bootstrap: AggregateConfig) -> list[dict]:
-    """Every pair of models, the higher ranked one as `a`, on the items both have a score for
-    (scored or empty: an empty response is the model's failure and counts 0 for it)."""
-    rows = []
-    for a, b in itertools.combinations(ranked, 2):
-        a_scores, b_scores = _both_counted(a, b)
-        rows.append({"a": a.label, "b": b.label,
-                     **paired.compare_pair(a_scores, b_scores, bootstrap.bootstrap_resamples,
-                                           bootstrap.seed, bootstrap.confidence)})
-    return rows
-
-
-def loss_correlation(rows: list[dict]) -> dict:
-    """Spearman and Kendall between fine-tuned test loss and mean score, over the models that
-    have both; None for each below 3 models or when either column is constant."""
-    usable = [r for r in rows if r["finetuned_test_loss"] is not None and r["mean"] is not None]
-    result = paired.correlations([r["finetuned_test_loss"] for r in usable],
-                                 [r["mean"] for r in usable])
-    return {"models": len(usable), "spearman": result["spearman"],
-            "kendall": result["kendall"]}
-
-
-def _identity_text(value) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def judge_differences(a: ModelScores, b: ModelScores) -> list[str]:
-    """What differs between two judgments, e.g. ["model llama3 vs qwen2.5"]."""
-    a_identity, b_identity = a.judge_identity(), b.judge_identity()
-    return [f"{key} {_identity_text(a_identity[key])} vs {_identity_text(b_identity[key])}"
-            for key in JUDGE_IDENTITY if a_identity[key] != b_identity[key]]
-
-
-def judge_mismatches(models: list[ModelScores]) -> list[dict]:
-    """How each model's judge differs from the first model's, e.g. [{"a": "a", "b": "b",
-    "differs": ["digest x vs y"]}]; empty when all were judged alike."""
-    first = models[0]
-    return [{"a": first.label, "b": other.label, "differs": differences}
-            for other in models[1:] if (differences := judge_differences(first, other))]
-
-
-def mismatch_text(mismatch: dict) -> str:
-    return (f"runs {mismatch['a']} and {mismatch['b']} were judged differently "
-            f"({'; '.join(mismatch['differs'])})")
-
-
-def mixed_judges_error(mismatches: list[dict]) -> CompareError:
-    return CompareError(f"{mismatch_text(mismatches[0])}; a ranking needs one judge for every "
-                        "run: judge them alike, or give --allow-mixed-judges")
-
-
-def same_responses(models: list[ModelScores]) -> bool:
-    """Whether there are several models and all hold the same response to every item."""
-    responses = [[r.get("response") for r in model.records] for model in models]
-    return len(models) > 1 and all(other == responses[0] for other in responses[1:])
-
-
-def judge_agreements(models: list[ModelScores]) -> list[dict]:
-    """Agreement wherever the same responses were judged twice, on the items both judgments
-    scored (state `scored`: an empty response is 0 by rule, not by a judge, so it would only
-    inflate the agreement). Each entry carries `scores_a`/`scores_b` for the scatter plot; they
-    are dropped from leaderboard.json."""
-    entries = []
-    for a, b in itertools.combinations(models, 2):
-        if [r.get("response") for r in a.records] != [r.get("response") for r in b.records]:
-            continue
-        a_scores, b_scores = _both_counted(a, b, states=("scored",))
-        differs = judge_differences(a, b) or ["nothing: the same judge settings twice"]
-        entries.append({"kind": "runs", "a": a.label, "b": b.label, "differs": differs,
-                        **paired.agreement(a_scores, b_scores),
-                        "scores_a": a_scores, "scores_b": b_scores})
-    for model in models:
-        entries.extend(repeat_agreements(model))
-    return entries
-
-
-def repeat_agreements(model: ModelScores) -> list[dict]:
-    """Agreement between each two repeats of a run judged with judge.repeats > 1."""
-    repeats = [r.get("repeats") or [] for r in model.records]
-    count = max((len(r) for r in repeats), default=0)
-    entries = []
-    for i, j in itertools.combinations(range(count), 2):
-        pairs = [(r[i]["score"], r[j]["score"]) for r in repeats
-                 if len(r) > j and r[i].get("state") == "scored" and r[j].get("state") == "scored"]
-        seeds = [next((r[k].get("seed") for r in repeats if len(r) > k), None) for k in (i, j)]
-        a_scores, b_scores = [x for x, _ in pairs], [y for _, y in pairs]
-        entries.append({"kind": "repeats",
-                        "a": f"{model.label} repeat {i + 1}", "b": f"{model.label} repeat {j + 1}",
-                        "differs": [f"seed {seeds[0]} vs {seeds[1]}"],
-                        **paired.agreement(a_scores, b_scores),
-                        "scores_a": a_scores, "scores_b": b_scores})
-    return entries
-
-
-def _rank_key(row: dict):
-    # Highest mean first; models with no score at all last; ties in the order given.
-    return (row["mean"] is None, -(row["mean"] or 0.0))
-
-
-def ranked_rows(models: list[ModelScores],
-                bootstrap: AggregateConfig) -> tuple[list[ModelScores], list[dict]]:
-    """The models in leaderboard order and their rows, each with its rank."""
-    rows = {model.label: model_row(model, bootstrap) for model in models}
-    ranked = sorted(models, key=lambda m: _rank_key(rows[m.label]))
-    return ranked, [{"rank": rank, **rows[model.label]}
-                    for rank, model in enumerate(ranked, start=1)]
-
-
-def unranked_rows(models: list[ModelScores], bootstrap: AggregateConfig) -> list[dict]:
-    """The rows of a judge comparison: in the order given, rank None."""
-    return [{"rank": None, **model_row(model, bootstrap)} for model in models]
-
-
-def build_leaderboard(models: list[ModelScores], name: str, bootstrap: AggregateConfig,
-                      mode: str = "single", allow_mixed_judges: bool = False) -> dict:
-    """Everything leaderboard.json holds (floats not yet rounded). Models are ranked only when
-    one judge judged them all (else CompareError, unless `allow_mixed_judges`: then
-    `mixed_judges` names the differences); runs that all hold the same responses are a
-    comparison of judges, unranked."""
-    mismatches = judge_mismatches(models)
-    if same_responses(models):
-        comparison, mismatches = "judges", []  # different judges are the point here
-        ranked_rows_, pairs = unranked_rows(models, bootstrap), []
-    else:
-        if mismatches and not allow_mixed_judges:
-            raise mixed_judges_error(mismatches)
-        comparison = "models"
-        ranked, ranked_rows_ = ranked_rows(models, bootstrap)
-        pairs = pair_rows(ranked, bootstrap)
-    return {
-        "name": name,
-        "mode": mode,
-        "comparison": comparison,
-        "mixed_judges": mismatches or None,
-        "runs": [model.run for model in models],
-        "items": len(models[0].records),
-        "confidence": bootstrap.confidence,
-        "resamples": bootstrap.bootstrap_resamples,
-        "seed": bootstrap.seed,
-        "models": ranked_rows_,
-        "pairs": pairs,
-        "loss_correlation": loss_correlation(ranked_rows_),
-        "agreement": judge_agreements(models),
-        "positions": None,
-        "modes": None,
-        "modes_note": None,  # why modes is missing, or that its single ranking mixes judges
-        "plots": [],
-    }
-
-
-def modes_side_by_side(together: list[ModelScores], single: list[ModelScores],
-                       together_rows: list[dict], bootstrap: AggregateConfig) -> dict:
-    """The same runs ranked by both modes (`modes` in leaderboard.json), in together order,
-    and the rank correlation of the two mean columns (None below 3 models or when constant)."""
-    _, single_rows = ranked_rows(single, bootstrap)
-    single_by_label = {row["model"]: row for row in single_rows}
-    rows = [{"model": row["model"], "together_rank": row["rank"], "together_mean": row["mean"],
-             "together_ci": row["ci"], "single_rank": single_by_label[row["model"]]["rank"],
-             "single_mean": single_by_label[row["model"]]["mean"],
-             "single_ci": single_by_label[row["model"]]["ci"]} for row in together_rows]
-    usable = [r for r in rows if r["together_mean"] is not None and r["single_mean"] is not None]
-    correlation = paired.correlations([r["together_mean"] for r in usable],
-                                      [r["single_mean"] for r in usable])
-    return {"models": rows, "spearman": correlation["spearman"],
-            "kendall": correlation["kendall"]}
-
-
-def mode_agreements(together: list[ModelScores], single: list[ModelScores]) -> list[dict]:
-    """Per model, its responses judged together against judged alone (`kind: "modes"`), on
-    the items both judgments scored."""
-    entries = []
-    for a, b in zip(together, single):
-        a_scores, b_scores = _both_counted(a, b, states=("scored",))
-        entries.append({"kind": "modes", "a": f"{a.label} together", "b": f"{b.label} single",
-                        "differs": judge_differences(a, b),
-                        **paired.agreement(a_scores, b_scores),
-                        "scores_a": a_scores, "scores_b": b_scores})
-    return entries
-
-
-# -- plots --------------------------------------------------------------------------------------
-
-def plot_scores(models: list[ModelScores], rows: list[dict], path: Path) -> bytes:
-    """Box plot of each model's counted scores, leaderboard order, the mean as a diamond."""
-    plt = pyplot()
-    by_label = {model.label: model for model in models}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 2), 4))
-    data = [by_label[row["model"]].counted() or [np.nan] for row in rows]
-    positions = list(range(1, len(rows) + 1))
-    ax.boxplot(data, positions=positions)
-    ax.set_xticks(positions, [row["model"] for row in rows])  # works on matplotlib 3.8 too
-    ax.scatter(positions, [row["mean"] if row["mean"] is not None else np.nan for row in rows],
-               marker="D", color="#c0392b", zorder=3, label="mean")
-    ax.set_ylim(-5, 105)
-    ax.set_ylabel("judge score")
-    ax.set_title("scores by model (scored and empty items)")
-    ax.legend(loc="lower right")
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    return save_figure(fig, path)
-
-
-def plot_loss_vs_score(rows: list[dict], confidence: float, path: Path) -> bytes:
-    """Mean score (with its CI) against fine-tuned test loss, one labelled point per model."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        if row["finetuned_test_loss"] is None or row["mean"] is None:
-            continue
-        low, high = row["ci"]
-        ax.errorbar(row["finetuned_test_loss"], row["mean"],
-                    yerr=[[row["mean"] - low], [high - row["mean"]]], fmt="o", capsize=4,
-                    color="#3b6ea5")
-        ax.annotate(row["model"], (row["finetuned_test_loss"], row["mean"]),
-                    textcoords="offset points", xytext=(6, 4))
-    ax.set_xlabel("fine-tuned test loss")
-    ax.set_ylabel(f"mean judge score ({level(confidence)} CI)")
-    ax.set_title("test loss against score")
-    return save_figure(fig, path)
-
-
-def plot_judges(entries: list[dict], path: Path) -> bytes:
-    """One scatter per judge-against-judge comparison, the diagonal as the line of agreement."""
-    plt = pyplot()
-    columns = min(3, len(entries))
-    rows = (len(entries) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
-    for ax in axes.flat[len(entries):]:
-        ax.set_visible(False)
-    for ax, entry in zip(axes.flat, entries):
-        ax.plot([0, 100], [0, 100], color="#999999", linewidth=1)
-        ax.scatter(entry["scores_a"], entry["scores_b"], alpha=0.4, color="#3b6ea5")
-        ax.set_xlim(-5, 105)
-        ax.set_ylim(-5, 105)
-        ax.set_xlabel(entry["a"])
-        ax.set_ylabel(entry["b"])
-        kappa = entry["kappa_quadratic"]
-        ax.set_title(f"{entry['items']} items, kappa "
-                     f"{'n/a' if kappa is None else format(kappa, '.2f')}", fontsize=10)
-    return save_figure(fig, path)
-
-
-# -- Markdown -----------------------------------------------------------------------------------
-
-def _share(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"
-
-
-def _judge_text(identity: dict) -> str:
-    if identity["model"] is None:
-        return "n/a"
-    return f"{identity['model']} ({identity['template']}, {identity['mode']})"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
-    return lines
-
-
-def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """The tables Markdown and HTML share: header and text cells."""
-    ci = f"{level(board['confidence'])} CI"  # e.g. "95% CI"
-    models = (
-        ["rank", "model", "base model", "base test loss", "fine-tuned test loss", "mean score",
-         ci, "scored", "empty", "unparseable", "error", "overlap (token F1)", "judge"],
-        [["n/a" if r["rank"] is None else str(r["rank"]), r["model"], r["base_model"] or "n/a",
-          number(r["base_test_loss"], 3), number(r["finetuned_test_loss"], 3),
-          number(r["mean"]), interval(r["ci"]),
-          *(str(r["states"][state]) for state in STATES),
-          number(r["overlap_mean"], 3), _judge_text(r["judge"])] for r in board["models"]])
-    pairs = (
-        ["a", "b", "items", "mean a", "mean b", "a - b", f"{level(board['confidence'])} paired CI",
-         "Wilcoxon p", "a wins", "b wins", "ties"],
-        [[p["a"], p["b"], str(p["items"]), number(p["mean_a"]), number(p["mean_b"]),
-          number(p["mean_difference"]), interval(p["ci"]),
-          number(p["wilcoxon"]["p_value"], 4), _share(p["wins"]["a_share"]),
-          _share(p["wins"]["b_share"]), _share(p["wins"]["tie_share"])]
-         for p in board["pairs"]])
-    agreement = (
-        ["a", "b", "what differs", "items", "Pearson", "Spearman", "Kendall",
-         "mean abs difference", "kappa (quadratic, bins of ten)"],
-        [[e["a"], e["b"], "; ".join(e["differs"]), str(e["items"]), number(e["pearson"], 3),
-          number(e["spearman"], 3), number(e["kendall"], 3),
-          number(e["mean_abs_difference"]), number(e["kappa_quadratic"], 3)]
-         for e in board["agreement"]])
-    return {"models": models, "pairs": pairs, "agreement": agreement}
-
-
-def _method_text(board: dict) -> str:
-    text = (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
-            f"the scored and empty items (an empty response counts 0; unparseable and error "
-            f"items are left out), with a {level(board['confidence'])} percentile bootstrap "
-            f"CI ({board['resamples']} resamples, seed {board['seed']}).")
-    if board.get("comparison", "models") == "models":
-        text += (" Pairs compare the items both models have a score for: paired bootstrap CI of "
-                 "the mean difference and a two-sided Wilcoxon signed-rank test (zero "
-                 "differences dropped).")
-    if board.get("mode") == "together":
-        text += (" Judged together: for each item the judge saw every model's non-empty "
-                 "response in one prompt, labelled Response 1..k in an order shuffled per item "
-                 "(seed judge.options.seed + item index); a reply that misses a response or "
-                 "scores one twice leaves the item unparseable for every model.")
-        if board.get("positions") and board["positions"]["swap"]:
-            text += (" Each item was judged a second time in reversed order (judge.swap) for "
-                     "the position check; a model's score is its first-pass score.")
-    return text
-
-
-def position_table(positions: dict) -> tuple[list[str], list[list[str]]]:
-    def cell(part):
-        return "n/a" if part is None else f"{number(part['mean'])} ({part['items']})"
-
-    return (["position shown", "first pass: mean (scores)", "swapped pass: mean (scores)",
-             "both: mean (scores)", "position effect (responses)"],
-            [[str(row["position"]), cell(row["first"]), cell(row["second"]), cell(row["both"]),
-              cell(row.get("effect"))] for row in positions["rows"]])
-
-
-def modes_table(modes: dict, confidence: float) -> tuple[list[str], list[list[str]]]:
-    ci = f"{level(confidence)} CI"
-    return (["model", "together rank", "together mean", f"together {ci}", "single rank",
-             "single mean", f"single {ci}"],
-            [[r["model"], str(r["together_rank"]), number(r["together_mean"]),
-              interval(r["together_ci"]), str(r["single_rank"]), number(r["single_mean"]),
-              interval(r["single_ci"])] for r in modes["models"]])
-
-
-POSITION_TEXT = ("Mean score given to the response shown at each place (and how many scores "
-                 "that is), over the items whose reply was read in full; these means also "
-                 "depend on which models happened to be shown there. The position effect "
-                 "(judge.swap only) removes that: for each response scored in both passes, its "
-                 "score at each of its two places minus the mean of the two, averaged per "
-                 "place. A judge that reads only the responses has effect 0 at every place; a "
-                 "positive effect is a place the judge favours.")
-
-
-def _modes_text(modes: dict) -> str:
-    if modes["spearman"] is None:
-        return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
-                "correlation of the two means: not computed (fewer than 3 models, or a "
-                "constant column).")
-    return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
-            f"correlation of the two means: Spearman {modes['spearman']:.3f}, Kendall "
-            f"{modes['kendall']:.3f}.")
-
-
-def _correlation_text(board: dict) -> str:
-    correlation = board["loss_correlation"]
-    if correlation["spearman"] is None:
-        return (f"Not computed: it needs at least 3 models with a fine-tuned test loss and a "
-                f"mean score, not all equal; {correlation['models']} have both.")
-    return (f"Over {correlation['models']} models: Spearman {correlation['spearman']:.3f}, "
-            f"Kendall {correlation['kendall']:.3f} (a lower loss going with a higher score "
-            f"gives a negative value).")
-
-
-JUDGE_COMPARISON_TEXT = (
-    "Every run holds the same responses to every item: this compares the judges (see Judge "
-    "agreement), not models, so no ranking is made.")
-
-
-def _title(board: dict) -> str:
-    kind = "Judge comparison" if board.get("comparison") == "judges" else "Comparison"
-    return f"{kind} {board['name']}"
-
-
-def mixed_judges_text(mismatches: list[dict], what: str = "This ranking") -> str:
-    """The warning every output of a ranking with --allow-mixed-judges carries."""
-    runs = "; ".join(map(mismatch_text, mismatches))
-    return (f"Mixed judges: {runs}. {what} sets scores of different judges side by side "
-            "(--allow-mixed-judges): a difference between two models may come from their "
-            "judges.")
-
-
-def _notes(board: dict) -> list[str]:
-    """What must be read before any number: the judges are mixed, or this is no ranking."""
-    if board.get("comparison") == "judges":
-        return [JUDGE_COMPARISON_TEXT]
-    return [mixed_judges_text(board["mixed_judges"])] if board.get("mixed_judges") else []
-
-
-NO_AGREEMENT = ("No two runs hold the same responses and no run has judge repeats: there is "
-                "no second judgment to compare with.")
-
-
-def render_markdown(board: dict) -> str:
-    tables = leaderboard_tables(board)
-    judges = board.get("comparison") == "judges"
-    lines = [f"# {_title(board)}", ""]
-    for note in _notes(board):
-        lines += [note if judges else f"**{note}**", ""]
-    lines += [_method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
-    lines += _md_table(*tables["models"])
-    if not judges:
-        lines += ["", "## Pairs", ""]
-        lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
-    lines += ["", "## Test loss and score", "", _correlation_text(board), ""]
-    if board.get("positions"):
-        lines += ["## Position check", "", POSITION_TEXT, ""]
-        lines += _md_table(*position_table(board["positions"])) + [""]
-    if board.get("modes") or board.get("modes_note"):
-        lines += ["## Modes side by side", ""]
-        lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
-    if board.get("modes"):
-        lines += [_modes_text(board["modes"]), ""]
-        lines += _md_table(*modes_table(board["modes"], board["confidence"])) + [""]
-    lines += ["## Judge agreement", ""]
-    lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
-    lines += ["", "## Plots", ""]
-    lines += [f"![{plot}]({plot})" for plot in board["plots"]]
-    return "\n".join(lines) + "\n"
-
-
-# -- HTML ---------------------------------------------------------------------------------------
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-.item { border-top: 2px solid #888; margin-top: 1.5em; padding-top: 0.5em; }
-.responses { display: flex; flex-wrap: wrap; gap: 1em; }
-.response { flex: 1 1 18em; border: 1px solid #ccc; padding: 0.5em; }
-.response pre, .reference pre { white-space: pre-wrap; margin: 0.3em 0; }
-.state-unparseable, .state-error { background: #fdecea; }
-.state-empty { background: #f5f5f5; }
-.mixed { color: #a12; }
-img { max-width: 100%; }
-"""
-
-SCRIPT = """
-function filterItems() {
-  const text = document.getElementById('filter').value.toLowerCase();
-  const spread = Number(document.getElementById('spread').value);
-  for (const item of document.querySelectorAll('.item')) {
-    const matches = item.textContent.toLowerCase().includes(text);
-    const wide = Number(item.dataset.spread) >= spread;
-    item.style.display = matches && wide ? '' : 'none';
-  }
-}
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _item_section(index: int, models: list[ModelScores]) -> str:
-    """One test item: the question and the reference, then every model's response and score."""
-    first = models[0].records[index]
-    counted = [m.records[index]["score"] for m in models
-               if m.records[index]["state"] in STATES_WITH_SCORE]
-    spread = max(counted) - min(counted) if counted else 0
-    cards = []
-    for model in models:
-        record = model.records[index]
-        score = record["score"] if record["score"] is not None else record["state"]
-        shown = (f' <small class="position">(shown as Response {esc(record["position"])})'
-                 "</small>" if record.get("position") else "")
-        cards.append(
-            f'<div class="response state-{esc(record["state"])}" data-model="{esc(model.label)}" '
-            f'data-state="{esc(record["state"])}" data-score="{esc(record["score"])}">'
-            f"<b>{esc(model.label)}</b>: <span class=\"score\">{esc(score)}</span>{shown}"
-            f"<pre>{esc(record.get('response'))}</pre>"
-            + (f"<p class=\"reason\">{esc(record.get('reason'))}</p>" if record.get("reason")
-               else "")
-            + (f"<p class=\"error\">{esc(record.get('error'))}</p>" if record.get("error")
-               else "") + "</div>")
-    input_part = (f"<p><b>Input:</b> {esc(first['input'])}</p>" if first["input"] else "")
-    return (f'<section class="item" data-index="{index}" data-id="{esc(first["id"])}" '
-            f'data-spread="{spread}">'
-            f"<h3>Item {index} <small>({esc(first['id'])})</small></h3>"
-            f"<p><b>Instruction:</b> {esc(first['instruction'])}</p>{input_part}"
-            f"<div class=\"reference\"><b>Reference:</b><pre>{esc(first['output'])}</pre></div>"
-            f"<div class=\"responses\">{''.join(cards)}</div></section>")
-
-
-def render_html(board: dict, models: list[ModelScores], images: dict[str, bytes]) -> str:
-    tables = leaderboard_tables(board)
-    ranked_labels = [row["model"] for row in board["models"]]
-    by_label = {model.label: model for model in models}
-    ranked = [by_label[label] for label in ranked_labels]
-    plots = "".join(f"<p>{embedded_png(name, data)}</p>" for name, data in images.items())
-    items = "".join(_item_section(index, ranked) for index in range(board["items"]))
-    judges = board.get("comparison") == "judges"
-    pairs = ("" if judges else "<h2>Pairs</h2>\n" + (
-        _html_table(*tables["pairs"]) if board["pairs"] else "<p>Only one model: no pairs.</p>")
-        + "\n")
-    notes = "".join(f"<p>{esc(note)}</p>\n" if judges
-                    else f'<p class="mixed"><b>{esc(note)}</b></p>\n' for note in _notes(board))
-    agreement = (_html_table(*tables["agreement"]) if board["agreement"]
-                 else f"<p>{esc(NO_AGREEMENT)}</p>")
-    extra = ""
-    if board.get("positions"):
-        extra += (f"<h2>Position check</h2>\n<p>{esc(POSITION_TEXT)}</p>\n"
-                  f"{_html_table(*position_table(board['positions']))}\n")
-    if board.get("modes") or board.get("modes_note"):
-        extra += "<h2>Modes side by side</h2>\n"
-        if board.get("modes_note"):
-            extra += f'<p class="mixed"><b>{esc(board["modes_note"])}</b></p>\n'
-    if board.get("modes"):
-        extra += (f"<p>{esc(_modes_text(board['modes']))}</p>\n"
-                  f"{_html_table(*modes_table(board['modes'], board['confidence']))}\n")
-    body = f"""<h1>{esc(_title(board))}</h1>
-{notes}<p>{esc(_method_text(board))}</p>
-<h2>{"Scores by judge" if judges else "Leaderboard"}</h2>
-{_html_table(*tables['models'])}
-{pairs}<h2>Test loss and score</h2>
-<p>{esc(_correlation_text(board))}</p>
-{extra}<h2>Judge agreement</h2>
-{agreement}
-<h2>Plots</h2>
-{plots}
-<h2>Items</h2>
-<p>Show items containing <input id="filter" oninput="filterItems()">
-with scores at least <select id="spread" onchange="filterItems()">
-<option value="0">0</option><option value="20">20</option><option value="40">40</option>
-<option value="60">60</option></select> points apart. Models in leaderboard order.</p>
-{items}"""
-    return page(_title(board), STYLE, body, SCRIPT)
-
-
-# -- the command --------------------------------------------------------------------------------
 
 def judge_config_for(results: str | Path | None, runs: list[str], config_file: str | None,
                      overrides: list[str]):
@@ -799,7 +53,7 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
                  resamples: int | None = None, seed: int | None = None, mode: str = "single",
                  config: RunConfig | None = None, aggregate: AggregateConfig | None = None,
                  allow_mixed_judges: bool = False) -> Path:
-    """`evalpipe compare`: load, check, compute, and write results/compare-<name>/. With
+    """`evalpipe compare`: load, check, build, and write results/compare-<name>/. With
     mode "together" the runs' responses are first judged together (evalpipe/judging/together.py)
     with the judge settings of `config` (a RunConfig), into compare-<name>/together/.
 
@@ -830,6 +84,10 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         aggregate,
         bootstrap_resamples=aggregate.bootstrap_resamples if resamples is None else resamples,
         seed=aggregate.seed if seed is None else seed)
+
+    # Load: the models (judged together first, with --mode together), and beside a together
+    # judgment the runs' own single-mode judgments when every run has one.
+    single = None
     if mode == "together":
         from evalpipe.judging.together import FOLDER, judge_together
 
@@ -837,43 +95,25 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
             config = judge_config_for(results, runs, None, [])
         summary = judge_together(config, results, runs, out / FOLDER)
         models = load_models(results, runs, configs, together=out / FOLDER)
+        single = single_mode_models(results, runs, configs)
     else:
         models = load_models(results, runs, configs)
+
+    # Check: every judgment is of the same test items.
     check_same_test_items([(m.label, m.records) for m in models])
+    if single is not None:
+        check_same_test_items([(m.label, m.records) for m in (models[0], *single)])
+
+    # Build: everything leaderboard.json holds.
     board = build_leaderboard(models, name, bootstrap, mode, allow_mixed_judges)
     if mode == "together":
         board["positions"] = {"swap": summary["swap"], "rows": summary["positions"]}
-        single = single_mode_models(results, runs, configs)
         if single is not None:
-            check_same_test_items([(m.label, m.records) for m in (models[0], *single)])
-            # The single-mode ranking beside this one is a ranking too: one judge, or marked.
-            # (The same responses everywhere: no ranking in either mode.)
-            single_mismatches = judge_mismatches(single)
-            if board["comparison"] == "models":
-                if single_mismatches and not allow_mixed_judges:
-                    board["modes_note"] = (
-                        "Not shown: the runs' own single-mode judgments were not judged alike: "
-                        + "; ".join(map(mismatch_text, single_mismatches))
-                        + "; --allow-mixed-judges shows them.")
-                else:
-                    board["modes"] = modes_side_by_side(models, single, board["models"],
-                                                        bootstrap)
-                    if single_mismatches:
-                        board["modes_note"] = mixed_judges_text(single_mismatches,
-                                                                "The single-mode ranking")
-            board["agreement"] += mode_agreements(models, single)
+            add_single_mode(board, models, single, bootstrap, allow_mixed_judges)
 
-    images = {SCORES_PLOT: plot_scores(models, board["models"], out / SCORES_PLOT)}
-    if any(r["finetuned_test_loss"] is not None and r["mean"] is not None
-           for r in board["models"]):
-        images[LOSS_PLOT] = plot_loss_vs_score(board["models"], board["confidence"],
-                                               out / LOSS_PLOT)
-    if board["agreement"]:
-        images[JUDGES_PLOT] = plot_judges(board["agreement"], out / JUDGES_PLOT)
-    for stale in set(PLOTS) - set(images):  # from an earlier comparison of the same name
-        (out / stale).unlink(missing_ok=True)
+    # Write: the plots, then the leaderboard and the pages that show it.
+    images = write_plots(models, board, out)
     board["plots"] = list(images)
-
     for entry in board["agreement"]:  # the plot's raw points; the numbers say enough
         del entry["scores_a"], entry["scores_b"]
     write_json(out / "leaderboard.json", stats.rounded(board, DECIMALS))
@@ -892,7 +132,7 @@ def print_leaderboard(out: Path) -> None:
     else:
         print(f"compare: {len(board['models'])} models on {board['items']} items{judged} "
               f"-> {out}/")
-        for note in _notes(board):
+        for note in board_notes(board):
             print(f"  {note}")
     width = max(len(row["model"]) for row in board["models"])
     for row in board["models"]:

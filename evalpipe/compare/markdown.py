@@ -1,0 +1,51 @@
+"""leaderboard.md: the comparison as Markdown, from leaderboard.json's dict (docs/compare.md)."""
+
+from __future__ import annotations
+
+from evalpipe.compare.text import (
+    NO_AGREEMENT,
+    POSITION_TEXT,
+    board_notes,
+    correlation_text,
+    leaderboard_tables,
+    method_text,
+    modes_table,
+    modes_text,
+    position_table,
+    title,
+)
+from evalpipe.report.format import md
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(board: dict) -> str:
+    tables = leaderboard_tables(board)
+    judges = board.get("comparison") == "judges"
+    lines = [f"# {title(board)}", ""]
+    for note in board_notes(board):
+        lines += [note if judges else f"**{note}**", ""]
+    lines += [method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
+    lines += _md_table(*tables["models"])
+    if not judges:
+        lines += ["", "## Pairs", ""]
+        lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
+    lines += ["", "## Test loss and score", "", correlation_text(board), ""]
+    if board.get("positions"):
+        lines += ["## Position check", "", POSITION_TEXT, ""]
+        lines += _md_table(*position_table(board["positions"])) + [""]
+    if board.get("modes") or board.get("modes_note"):
+        lines += ["## Modes side by side", ""]
+        lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
+    if board.get("modes"):
+        lines += [modes_text(board["modes"]), ""]
+        lines += _md_table(*modes_table(board["modes"], board["confidence"])) + [""]
+    lines += ["## Judge agreement", ""]
+    lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{plot}]({plot})" for plot in board["plots"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""The leaderboard in words, shared by leaderboard.md (evalpipe/compare/markdown.py), compare.html
+(evalpipe/compare/html.py) and the command's summary: the tables as header and text cells, the
+title, the notes to read before any number, and the sentences that explain each section.
+Everything is computed from leaderboard.json's dict (evalpipe/compare/leaderboard.py).
+"""
+
+from __future__ import annotations
+
+from evalpipe.compare.leaderboard import mixed_judges_text
+from evalpipe.records import STATES
+from evalpipe.report.format import interval, level, number
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _judge_text(identity: dict) -> str:
+    if identity["model"] is None:
+        return "n/a"
+    return f"{identity['model']} ({identity['template']}, {identity['mode']})"
+
+
+def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The tables Markdown and HTML share: header and text cells."""
+    ci = f"{level(board['confidence'])} CI"  # e.g. "95% CI"
+    models = (
+        ["rank", "model", "base model", "base test loss", "fine-tuned test loss", "mean score",
+         ci, "scored", "empty", "unparseable", "error", "overlap (token F1)", "judge"],
+        [["n/a" if r["rank"] is None else str(r["rank"]), r["model"], r["base_model"] or "n/a",
+          number(r["base_test_loss"], 3), number(r["finetuned_test_loss"], 3),
+          number(r["mean"]), interval(r["ci"]),
+          *(str(r["states"][state]) for state in STATES),
+          number(r["overlap_mean"], 3), _judge_text(r["judge"])] for r in board["models"]])
+    pairs = (
+        ["a", "b", "items", "mean a", "mean b", "a - b", f"{level(board['confidence'])} paired CI",
+         "Wilcoxon p", "a wins", "b wins", "ties"],
+        [[p["a"], p["b"], str(p["items"]), number(p["mean_a"]), number(p["mean_b"]),
+          number(p["mean_difference"]), interval(p["ci"]),
+          number(p["wilcoxon"]["p_value"], 4), _share(p["wins"]["a_share"]),
+          _share(p["wins"]["b_share"]), _share(p["wins"]["tie_share"])]
+         for p in board["pairs"]])
+    agreement = (
+        ["a", "b", "what differs", "items", "Pearson", "Spearman", "Kendall",
+         "mean abs difference", "kappa (quadratic, bins of ten)"],
+        [[e["a"], e["b"], "; ".join(e["differs"]), str(e["items"]), number(e["pearson"], 3),
+          number(e["spearman"], 3), number(e["kendall"], 3),
+          number(e["mean_abs_difference"]), number(e["kappa_quadratic"], 3)]
+         for e in board["agreement"]])
+    return {"models": models, "pairs": pairs, "agreement": agreement}
+
+
+def method_text(board: dict) -> str:
+    text = (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
+            f"the scored and empty items (an empty response counts 0; unparseable and error "
+            f"items are left out), with a {level(board['confidence'])} percentile bootstrap "
+            f"CI ({board['resamples']} resamples, seed {board['seed']}).")
+    if board.get("comparison", "models") == "models":
+        text += (" Pairs compare the items both models have a score for: paired bootstrap CI of "
+                 "the mean difference and a two-sided Wilcoxon signed-rank test (zero "
+                 "differences dropped).")
+    if board.get("mode") == "together":
+        text += (" Judged together: for each item the judge saw every model's non-empty "
+                 "response in one prompt, labelled Response 1..k in an order shuffled per item "
+                 "(seed judge.options.seed + item index); a reply that misses a response or "
+                 "scores one twice leaves the item unparseable for every model.")
+        if board.get("positions") and board["positions"]["swap"]:
+            text += (" Each item was judged a second time in reversed order (judge.swap) for "
+                     "the position check; a model's score is its first-pass score.")
+    return text
+
+
+def position_table(positions: dict) -> tuple[list[str], list[list[str]]]:
+    def cell(part):
+        return "n/a" if part is None else f"{number(part['mean'])} ({part['items']})"
+
+    return (["position shown", "first pass: mean (scores)", "swapped pass: mean (scores)",
+             "both: mean (scores)", "position effect (responses)"],
+            [[str(row["position"]), cell(row["first"]), cell(row["second"]), cell(row["both"]),
+              cell(row.get("effect"))] for row in positions["rows"]])
+
+
+def modes_table(modes: dict, confidence: float) -> tuple[list[str], list[list[str]]]:
+    ci = f"{level(confidence)} CI"
+    return (["model", "together rank", "together mean", f"together {ci}", "single rank",
+             "single mean", f"single {ci}"],
+            [[r["model"], str(r["together_rank"]), number(r["together_mean"]),
+              interval(r["together_ci"]), str(r["single_rank"]), number(r["single_mean"]),
+              interval(r["single_ci"])] for r in modes["models"]])
+
+
+POSITION_TEXT = ("Mean score given to the response shown at each place (and how many scores "
+                 "that is), over the items whose reply was read in full; these means also "
+                 "depend on which models happened to be shown there. The position effect "
+                 "(judge.swap only) removes that: for each response scored in both passes, its "
+                 "score at each of its two places minus the mean of the two, averaged per "
+                 "place. A judge that reads only the responses has effect 0 at every place; a "
+                 "positive effect is a place the judge favours.")
+
+
+def modes_text(modes: dict) -> str:
+    if modes["spearman"] is None:
+        return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
+                "correlation of the two means: not computed (fewer than 3 models, or a "
+                "constant column).")
+    return ("The same runs judged one at a time (each run's judge/scores.jsonl). Rank "
+            f"correlation of the two means: Spearman {modes['spearman']:.3f}, Kendall "
+            f"{modes['kendall']:.3f}.")
+
+
+def correlation_text(board: dict) -> str:
+    correlation = board["loss_correlation"]
+    if correlation["spearman"] is None:
+        return (f"Not computed: it needs at least 3 models with a fine-tuned test loss and a "
+                f"mean score, not all equal; {correlation['models']} have both.")
+    return (f"Over {correlation['models']} models: Spearman {correlation['spearman']:.3f}, "
+            f"Kendall {correlation['kendall']:.3f} (a lower loss going with a higher score "
+            f"gives a negative value).")
+
+
+JUDGE_COMPARISON_TEXT = (
+    "Every run holds the same responses to every item: this compares the judges (see Judge "
+    "agreement), not models, so no ranking is made.")
+
+
+def title(board: dict) -> str:
+    kind = "Judge comparison" if board.get("comparison") == "judges" else "Comparison"
+    return f"{kind} {board['name']}"
+
+
+def board_notes(board: dict) -> list[str]:
+    """What must be read before any number: the judges are mixed, or this is no ranking."""
+    if board.get("comparison") == "judges":
+        return [JUDGE_COMPARISON_TEXT]
+    return [mixed_judges_text(board["mixed_judges"])] if board.get("mixed_judges") else []
+
+
+NO_AGREEMENT = ("No two runs hold the same responses and no run has judge repeats: there is "
+                "no second judgment to compare with.")
