@@ -45,7 +45,7 @@ from evalpipe.cli import main
 from evalpipe.io import read_jsonl, read_partial_jsonl
 from evalpipe.judging.prompts import parse_together, render_together, together_schema
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "configs/smoke.toml")  # judge: retries 1, concurrency 4
 ITEMS = list(range(85, 95))
 MODELS = ("a", "b", "c")
