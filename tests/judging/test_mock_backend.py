@@ -157,11 +157,12 @@ def test_evalpipe_judge_with_the_mock_judge(run_env, gpt2_tokenizer, capsys):
                  91: output_of(91)}
     (run_env / "responses.json").write_text(json.dumps(
         [{**records[i], "model_response": text} for i, text in responses.items()]))
-    assert main(["judge", "--config", SMOKE, "--run", "r",
-                 "--set", f"data.source={run_env / 'data.json'}",
-                 "--set", f"generate.from_file={run_env / 'responses.json'}",
-                 "--set", "generate.allow_partial=true",
-                 "--set", "judge.backend=mock", "--set", "judge.model=overlap"]) == 0
+    settings = ["--config", SMOKE, "--run", "r",
+                "--set", f"data.source={run_env / 'data.json'}",
+                "--set", f"generate.from_file={run_env / 'responses.json'}",
+                "--set", "generate.allow_partial=true",
+                "--set", "judge.backend=mock", "--set", "judge.model=overlap"]
+    assert main(["judge", *settings]) == 0
     out = capsys.readouterr().out
     assert ("judge: 10 items: 3 scored, 7 empty, 0 unparseable, 0 error; canaries: good mean "
             "100, bad mean 0; 0 from the judgment cache\n") in out
@@ -174,3 +175,8 @@ def test_evalpipe_judge_with_the_mock_judge(run_env, gpt2_tokenizer, capsys):
             for r in scores.values()} == {("mock", "overlap", OVERLAP_DIGEST)}
     summary = json.loads((root / "summary.json").read_text())
     assert summary["judge"] == {"backend": "mock", "model": "overlap", "digest": OVERLAP_DIGEST}
+    # status reads the mock judge's digest as it reads a server's: the judge is up to date.
+    assert main(["status", *settings]) == 0
+    status = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert status["judge"].split()[1:3] == ["done", "finished"]
+    assert "not checked" not in status["judge"]
