@@ -44,9 +44,11 @@ class JudgeIdentity:
     """Who judged: recorded with every score, and part of the judgment cache key."""
 
     backend: str  # "ollama", "openai", "llamacpp", "mock"
-    model: str  # model name as the server knows it (llamacpp: the GGUF file name)
+    model: str  # model name as the server knows it (llamacpp: the GGUF file name; mock: the
+    # scoring rule)
     digest: str  # Ollama's model digest, the OpenAI server's model id/owned_by (+ meta hash),
-    # or the SHA-256 of the GGUF file: what changes when the weights change
+    # or the SHA-256 of the GGUF file: what changes when the weights change (mock: a hash of
+    # the rule's name)
 
 
 @dataclass
