@@ -107,7 +107,7 @@ class GenerateConfig:
 
 @dataclass
 class JudgeConfig:
-    backend: str = "ollama"  # "ollama", "openai", "llamacpp"
+    backend: str = "ollama"  # "ollama", "openai", "llamacpp", "mock" (a test double)
     model: str = "llama3"  # model name; for llamacpp the GGUF file's path
     host: str = ""  # server URL; empty = OLLAMA_HOST / OPENAI_BASE_URL / the backend's default
     hosts: list[str] = field(default_factory=list)  # several servers of one backend
@@ -303,7 +303,8 @@ CHOICES = {
     ("data", "split"): ("book", "shuffle"),
     ("data", "template"): ("alpaca", "phi3"),
     ("finetune", "dtype"): ("float32", "bfloat16"),
-    ("judge", "backend"): ("ollama", "openai", "llamacpp"),
+    # The names of evalpipe.judging.backends.BACKENDS (listed here: config imports no backend).
+    ("judge", "backend"): ("ollama", "openai", "llamacpp", "mock"),
     ("judge", "template"): ("book", "rubric"),
     ("judge", "mode"): ("single", "together"),
     ("model", "qkv_bias"): ("", "true", "false"),

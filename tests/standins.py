@@ -25,10 +25,22 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from evalpipe.judging.backends.mock import (  # noqa: F401 - tests import them from here
+    book_score,
+    overlap_f1,
+    overlap_reply,
+    parse_book_prompt,
+    parse_rubric_prompt,
+    parse_together_prompt,
+    rubric_score,
+    single_reply,
+)
+from evalpipe.judging.backends.mock import prompt_tokens as mock_prompt_tokens
+from evalpipe.judging.backends.mock import together_entries as mock_together_entries
 
 # ------------------------------------------------------------------------------------------
 # What a reply function may return instead of text
@@ -87,151 +99,23 @@ def wants_structured(body: dict) -> bool:
         "json_schema", "json_object")
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def overlap_f1(response: str, reference: str) -> float:
-    """Token-overlap F1 between two texts (lower-cased words), as in SQuAD's F1 score."""
-    response_words, reference_words = _words(response), _words(reference)
-    if not response_words or not reference_words:
-        return float(response_words == reference_words)
-    common = sum((Counter(response_words) & Counter(reference_words)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(response_words), common / len(reference_words)
-    return 2 * precision * recall / (precision + recall)
-
-
-# The book's prompt: ... and correct output `{output}`, score the model response `{response}`
-# on a scale from 0 to 100 ... Whitespace between the marker words may vary; the texts
-# themselves may contain backticks, so each text runs to the LAST closing marker.
-_BOOK_OUTPUT_START = re.compile(r"correct\s+output\s*`", re.IGNORECASE)
-_BOOK_RESPONSE_START = re.compile(r"`\s*,?\s*score\s+the\s+model\s+response\s*`", re.IGNORECASE)
-_BOOK_RESPONSE_END = re.compile(r"`\s*on\s+a\s+scale", re.IGNORECASE)
-# The rubric prompt: "Reference answer:" <text> "Response to grade:" <text> [instructions]
-_RUBRIC_REFERENCE = re.compile(r"reference\s+answer\s*:", re.IGNORECASE)
-_RUBRIC_RESPONSE = re.compile(r"response\s+to\s+grade\s*:", re.IGNORECASE)
-# After the graded response a rubric prompt may go on with instructions in a new paragraph.
-_RUBRIC_TRAILER = re.compile(
-    r"\n\s*\n\s*(?:score|respond|reply|answer\s+with|give|grade|format|output|return|"
-    r"rubric|use\s+the|remember)\b", re.IGNORECASE)
-
-
-def _strip_quotes(text: str) -> str:
-    text = text.strip()
-    for quote in ('"""', "```", "`", '"'):
-        if len(text) >= 2 * len(quote) and text.startswith(quote) and text.endswith(quote):
-            return text[len(quote):-len(quote)].strip()
-    return text
-
-
-def parse_book_prompt(prompt: str) -> tuple[str, str] | None:
-    """(correct output, model response) from the book's prompt, or None if it is not one."""
-    output_start = _BOOK_OUTPUT_START.search(prompt)
-    if not output_start:
-        return None
-    ends = list(_BOOK_RESPONSE_END.finditer(prompt, output_start.end()))
-    if not ends:
-        return None
-    response_end = ends[-1]
-    middles = [m for m in _BOOK_RESPONSE_START.finditer(prompt, output_start.end(),
-                                                        response_end.start())]
-    if not middles:
-        return None
-    middle = middles[0]
-    return prompt[output_start.end():middle.start()], prompt[middle.end():response_end.start()]
-
-
-def parse_rubric_prompt(prompt: str) -> tuple[str, str] | None:
-    """(reference answer, response to grade) from the rubric prompt, or None."""
-    reference = _RUBRIC_REFERENCE.search(prompt)
-    response = _RUBRIC_RESPONSE.search(prompt, reference.end()) if reference else None
-    if not (reference and response):
-        return None
-    response_text = prompt[response.end():]
-    trailer = _RUBRIC_TRAILER.search(response_text)
-    if trailer:
-        response_text = response_text[:trailer.start()]
-    return (_strip_quotes(prompt[reference.end():response.start()]),
-            _strip_quotes(response_text))
-
-
-def book_score(response: str, reference: str) -> int:
-    """The stand-in judge's 0-100 score: round(100 * token-overlap F1)."""
-    return round(100 * overlap_f1(response, reference))
-
-
-def rubric_score(response: str, reference: str) -> int:
-    """The stand-in judge's 1-5 rubric score: 1 + round(4 * token-overlap F1)."""
-    return 1 + round(4 * overlap_f1(response, reference))
-
-
 def book_judge(body: dict) -> str | StandInFailure:
-    """A deterministic judge for the book's prompt and the rubric prompt.
-
-    Book prompt: answers str(round(100 * F1)) with F1 the token overlap between the model
-    response and the correct output. Rubric prompt ("Reference answer:" / "Response to
-    grade:"): answers "Score: N\\nReason: ..." with N = 1 + round(4 * F1). When the request
-    asks for structured output, answers json.dumps({"score": N, "reason": ...}) instead.
-    A prompt of neither layout gets HTTP 400, so a prompt-rendering bug cannot pass unseen.
+    """A deterministic judge for the book's prompt and the rubric prompt: the mock judge's
+    overlap rule (evalpipe/judging/backends/mock.py, single_reply). A prompt of neither
+    layout gets HTTP 400, so a prompt-rendering bug cannot pass unseen.
     """
-    prompt = prompt_of(body)
-    structured = wants_structured(body)
-    book = parse_book_prompt(prompt)
-    if book is not None:
-        reference, response = book
-        score = book_score(response, reference)
-        reason = f"word overlap F1 with the correct output is {overlap_f1(response, reference):.2f}"
-        return json.dumps({"score": score, "reason": reason}) if structured else str(score)
-    rubric = parse_rubric_prompt(prompt)
-    if rubric is not None:
-        reference, response = rubric
-        score = rubric_score(response, reference)
-        reason = f"word overlap F1 with the reference is {overlap_f1(response, reference):.2f}"
-        if structured:
-            return json.dumps({"score": score, "reason": reason})
-        return f"Score: {score}\nReason: {reason}"
+    reply = single_reply(prompt_of(body), wants_structured(body))
+    if reply is not None:
+        return reply
     return StandInFailure(400, "stand-in judge: the prompt has neither the book's markers "
                                "(correct output `...`, score the model response `...`) nor the "
                                "rubric's (Reference answer: / Response to grade:)")
 
 
-# The together prompt (evalpipe/judging/prompts.py, render_together): "Reference answer:\n<text>" then
-# blocks "[Response N]\n<text>\n[End of Response N]", then the instructions.
-_TOGETHER_REFERENCE = re.compile(r"Reference answer:\n(.*?)\n\n\[Response 1\]\n", re.DOTALL)
-_TOGETHER_BLOCK = re.compile(r"\[Response (\d+)\]\n(.*?)\n\[End of Response \1\]", re.DOTALL)
-_TOGETHER_RUBRIC = re.compile(r"Grade each response from 1 to 5", re.IGNORECASE)
-
-
-def parse_together_prompt(prompt: str) -> tuple[str, list[str]] | None:
-    """(reference answer, [response 1, response 2, ...]) from a together prompt, or None."""
-    reference = _TOGETHER_REFERENCE.search(prompt)
-    if not reference:
-        return None
-    blocks = [(int(m.group(1)), m.group(2))
-              for m in _TOGETHER_BLOCK.finditer(prompt, reference.end() - len("[Response 1]\n"))]
-    if [number for number, _ in blocks] != list(range(1, len(blocks) + 1)):
-        return None
-    return reference.group(1), [text for _, text in blocks]
-
-
 def together_entries(body: dict) -> list[dict] | None:
     """What the stand-in judge answers to a together prompt, as entries {response, score,
-    reason} in label order (None when the prompt is not one): every response scored on its
-    own, 100 * F1 (book scale) or 1 + round(4 * F1) (rubric), whatever its position."""
-    parsed = parse_together_prompt(prompt_of(body))
-    if parsed is None:
-        return None
-    reference, responses = parsed
-    rubric = bool(_TOGETHER_RUBRIC.search(prompt_of(body)))
-    entries = []
-    for number, response in enumerate(responses, start=1):
-        score = (rubric_score if rubric else book_score)(response, reference)
-        entries.append({"response": number, "score": score,
-                        "reason": f"word overlap F1 with the reference is "
-                                  f"{overlap_f1(response, reference):.2f}"})
-    return entries
+    reason} in label order (None when the prompt is not one): the mock judge's."""
+    return mock_together_entries(prompt_of(body))
 
 
 def together_judge(body: dict) -> str | StandInFailure:
@@ -240,12 +124,9 @@ def together_judge(body: dict) -> str | StandInFailure:
     Answers {"scores": [...]} as JSON when structured output is asked, else one line per
     response ("Response N: score - reason"). Any other prompt goes to book_judge, so one
     stand-in serves the single and the together mode."""
-    entries = together_entries(body)
-    if entries is None:
+    if together_entries(body) is None:
         return book_judge(body)
-    if wants_structured(body):
-        return json.dumps({"scores": entries})
-    return "\n".join(f"Response {e['response']}: {e['score']} - {e['reason']}" for e in entries)
+    return overlap_reply(prompt_of(body), wants_structured(body))
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,7 +141,7 @@ def prompt_tokens(body: dict) -> int:
     punctuation mark (so never fewer than the words, as with any real tokenizer; and more
     than evalpipe's estimate of UTF-8 bytes / 3 for text like "x. x. x."), plus the chat
     template's."""
-    return len(re.findall(r"\w+|[^\w\s]", prompt_of(body))) + CHAT_TEMPLATE_TOKENS
+    return mock_prompt_tokens(prompt_of(body)) + CHAT_TEMPLATE_TOKENS
 
 
 def tokens_read(tokens: int, context: int | None, cut: str) -> int:

@@ -70,7 +70,7 @@ def test_an_int_is_accepted_for_a_float():
     ("training.lr=0.1", "--set: unknown section [training] (known: data, model, finetune,"),
     ("lr=0.1", "--set 'lr=0.1': expected section.key=value"),
     ("data.split=random", "data.split: expected one of 'book', 'shuffle', got 'random'"),
-    ("judge.backend=vllm", "judge.backend: expected one of 'ollama', 'openai', 'llamacpp', got"),
+    ("judge.backend=vllm", "judge.backend: expected one of 'ollama', 'openai', 'llamacpp', 'mock', got"),
     ("finetune.batch_size=0", "finetune.batch_size: must be at least 1"),
     ("finetune.lr=0", "finetune.lr: must be more than 0, got 0.0"),
     ("judge.timeout=inf", "judge.timeout: must be a finite number, got inf"),

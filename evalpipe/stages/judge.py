@@ -1,7 +1,7 @@
 """Stage 4, judge: an LLM scores every response, completely and reproducibly.
 
 For every record of generate/responses.jsonl the judge prompt (evalpipe/judging/prompts.py) is sent to
-the judge backend (evalpipe/judging/backends.py) and the reply is parsed into a score. Every item ends
+the judge backend (evalpipe/judging/backends/) and the reply is parsed into a score. Every item ends
 in exactly one state, none is dropped:
   scored       the reply held a valid score
   empty        the response was empty or missing: score 0, the judge is not asked (the book's rule)

@@ -167,7 +167,7 @@ def test_the_judge_stage_scores_ten_real_items_with_the_grammar(gguf, run_env, b
     data.write_text(json.dumps(records))
     responses = run_env / "responses.json"
     responses.write_text(json.dumps(records[85:95]))
-    config = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "smoke.toml"
     settings = [f"data.source={data}", f"generate.from_file={responses}",
                 "judge.backend=llamacpp",
                 f"judge.model={gguf}", "judge.structured=true", "judge.canaries=false",

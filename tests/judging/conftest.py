@@ -1,0 +1,23 @@
+"""Fixtures of the together-mode tests: three runs (tests/judging/together_runs.py)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from together_runs import make_runs
+
+
+@pytest.fixture(scope="module")
+def made_runs(tmp_path_factory, gpt2_tokenizer) -> Path:
+    folder = tmp_path_factory.mktemp("together-runs")
+    make_runs(folder)
+    return folder
+
+
+@pytest.fixture
+def runs(run_env, made_runs, monkeypatch):
+    """A fresh copy of the three runs in this test's results/."""
+    shutil.copytree(made_runs / "results", run_env / "results")
+    monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "0.01")
+    return run_env / "results"
+
