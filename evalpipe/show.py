@@ -114,9 +114,8 @@ def parse_columns(text: str | None) -> tuple[str, ...]:
     columns = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in columns if name not in COLUMNS]
     if unknown or not columns:
-        raise EvalpipeError(f"show: --columns: unknown column {unknown[0]!r}" if unknown
-                            else "show: --columns names no column"
-                            + f" (columns: {', '.join(COLUMNS)})")
+        problem = f"unknown column {unknown[0]!r}" if unknown else "no column named"
+        raise EvalpipeError(f"show: --columns: {problem} (columns: {', '.join(COLUMNS)})")
     return columns
 
 
@@ -136,14 +135,15 @@ def cut(text: str, width: int) -> str:
 def column_widths(cells: dict[str, list[str]], width: int) -> dict[str, int]:
     """Every column as wide as its widest cell, except the text columns: they share what the
     others leave of `width`, the narrow ones taking what they need and the wide ones
-    splitting the rest evenly (at least MIN_TEXT_WIDTH each)."""
+    splitting the rest evenly (at least MIN_TEXT_WIDTH each, or what a narrower one needs)."""
     widths = {name: max(map(len, [name, *values])) for name, values in cells.items()}
     text = sorted((name for name in cells if name in TEXT_COLUMNS), key=widths.get)
     room = width - len(SEPARATOR) * (len(cells) - 1)
     room -= sum(w for name, w in widths.items() if name not in TEXT_COLUMNS)
     for done, name in enumerate(text):
         share = room // (len(text) - done)
-        widths[name] = max(min(widths[name], share), MIN_TEXT_WIDTH, len(name))
+        need = widths[name]
+        widths[name] = max(min(need, share), min(need, MIN_TEXT_WIDTH))
         room -= widths[name]
     return widths
 
