@@ -38,6 +38,7 @@ TEXT_COLUMNS = ("id", "instruction", "input", "output", "response", "stop_reason
                 "judge_template", "prompt_sha256", "mode")
 INTEGER_COLUMNS = ("prompt_tokens", "response_tokens", "score", "position", "shuffle_seed")
 BOOLEAN_COLUMNS = ("cached",)
+FLOAT_COLUMNS = ("seconds", "judge_seconds")  # null for imported responses
 REPEAT_DTYPES = {"seed": "Int64", "state": "state", "score": "Int64", "raw_reply": "string"}
 
 
@@ -75,6 +76,8 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             frame[column] = frame[column].astype("Int64")
         elif column in BOOLEAN_COLUMNS:
             frame[column] = frame[column].astype("boolean")
+        elif column in FLOAT_COLUMNS:
+            frame[column] = frame[column].astype("float64")
         elif column == "state":
             frame[column] = frame[column].astype(states)
         elif column.startswith("repeat_"):
