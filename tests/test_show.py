@@ -398,3 +398,17 @@ def test_a_together_comparison_item_reads_the_together_scores(two_runs, capsys):
     assert {together["good"]["position"], together["half"]["position"]} == {1, 2}
     # Not judged alone: the runs have no judge/scores.jsonl, and show does not need one.
     assert not (two_runs / "results/good/judge/scores.jsonl").exists()
+
+
+def test_length_is_in_words_when_an_item_has_no_token_count():
+    from evalpipe.api import scores_frame
+
+    records = [{**HAND_RECORDS[0], "response_tokens": 99},
+               {**HAND_RECORDS[3], "response": None, "response_tokens": None,
+                "stop_reason": "missing"}]
+    table = show_module.item_table(scores_frame(records))
+    # One scale for every row: whitespace words (the first response has 8), none for a missing
+    # response, which also overlaps nothing.
+    assert list(table["length"]) == [8, 0]
+    assert list(table["f1"].round(2)) == [0.83, 0.0]
+    assert show_module.length_measure(scores_frame(records)) == "words"
