@@ -7,7 +7,14 @@ stays light, and pandas and the stages are imported on the first use of one of t
 __version__ = "0.1.0"
 
 API = ("load_scores", "load_summary", "load_leaderboard", "run_stage")
-__all__ = [*API, "EvalpipeError", "__version__"]
+__all__ = [
+    "EvalpipeError",
+    "__version__",
+    "load_leaderboard",
+    "load_scores",
+    "load_summary",
+    "run_stage",
+]
 
 
 def __getattr__(name: str):

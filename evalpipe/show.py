@@ -16,7 +16,6 @@ evalpipe/judging/prompts.py for the judge's), and checks the judge's against the
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pandas as pd
 
@@ -279,8 +278,9 @@ def comparison_item(board: dict, records: dict[str, list[dict]], item: str) -> s
     scores each model was ranked on, by run."""
     rows = board["models"]
     index, first = find_item(records[rows[0]["run"]], item, f"comparison {board['name']}")
+    total = len(records[rows[0]["run"]])
     lines = [f"comparison {board['name']} ({board.get('mode', 'single')} mode), item "
-             f"{first['id']} ({index + 1} of {len(records[rows[0]['run']])} in the test split)"]
+             + f"{first['id']} ({index + 1} of {total} in the test split)"]
     lines += record_lines(first)
     for row in rows:
         record = records[row["run"]][index]
@@ -360,7 +360,7 @@ def show_comparison(folder: str, results: str | None, item: str | None, width: i
             if not path.exists():
                 raise EvalpipeError(f"comparison {name}: {path} not found (the together "
                                     f"judgment of run {run})")
-            records[run] = read_scores(Path(path))
+            records[run] = read_scores(path)
         else:
             records[run] = api.judged_records(run, results)
     return comparison_item(board, records, item)

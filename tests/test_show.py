@@ -14,7 +14,6 @@ from evalpipe import show as show_module
 from evalpipe.api import load_scores
 from evalpipe.cli import main
 from evalpipe.config import RunConfig
-from evalpipe.errors import EvalpipeError
 from evalpipe.judging.prompts import render
 
 REPO = Path(__file__).resolve().parent.parent
