@@ -136,6 +136,13 @@ def test_load_leaderboard(book, capsys):
     assert board["rank"].isna().all()
     assert board.attrs["items"] == 110 and board.attrs["name"] == "templates"
 
+    # `evalpipe show` of a judge comparison: no ranks before the names.
+    first = evalpipe.load_scores("book").iloc[0]
+    capsys.readouterr()
+    assert main(["show", "compare-templates", "--item", first["id"]]) == 0
+    assert (f"\n-- book (run book): scored, score {first['score']}\nreason: (none)\n"
+            in capsys.readouterr().out)
+
 
 def test_errors_are_the_command_lines(run_env, book, capsys):
     with pytest.raises(EvalpipeError) as raised:
