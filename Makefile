@@ -5,6 +5,8 @@
 #   make judge RUN=mine CONFIG=configs/mine.toml
 #   make compare RUNS="a b c" MODE=together SET="judge.swap=true"   (docs/compare.md)
 #   make compare RUNS="a b" ALLOW_MIXED=1     rank runs judged by different judges, marked mixed
+#   make show RUN=book ARGS="--worst 5"       the run's items as a table (evalpipe show --help)
+#   make show RUN=book ITEM=1f0c2a9be4d1      one item from its prompt to its score
 
 CONFIG ?= configs/book.toml
 RUN ?= $(basename $(notdir $(CONFIG)))
@@ -13,10 +15,11 @@ SET ?=
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 EVALPIPE := $(PYTHON) -m evalpipe
-ARGS := --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
+# ARGS is left to the user: the extra options of `make show`.
+RUN_ARGS := --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := evaluate
-.PHONY: setup prepare finetune generate judge aggregate evaluate status compare test bench clean
+.PHONY: setup prepare finetune generate judge aggregate evaluate status compare show test bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,12 +32,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 prepare finetune generate judge aggregate evaluate status: setup
-	$(EVALPIPE) $@ $(ARGS)
+	$(EVALPIPE) $@ $(RUN_ARGS)
 
 compare: setup
 	$(if $(strip $(RUNS)),,$(error give the runs to compare: make compare RUNS="a b c"))
 	$(EVALPIPE) compare $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(MODE),--mode $(MODE)) \
 		$(if $(ALLOW_MIXED),--allow-mixed-judges) $(foreach s,$(SET),--set $(s))
+
+show: setup
+	$(EVALPIPE) show $(RUN) $(if $(ITEM),--item $(ITEM)) $(ARGS)
 
 test: setup
 	$(PYTHON) -m pytest -q
@@ -45,4 +51,4 @@ bench: setup
 	$(PYTHON) bench/judge.py
 
 clean: setup
-	$(EVALPIPE) clean all $(ARGS)
+	$(EVALPIPE) clean all $(RUN_ARGS)

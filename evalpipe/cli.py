@@ -17,6 +17,7 @@ from evalpipe import __version__
 from evalpipe.config import load_config, parse_override
 from evalpipe.errors import EvalpipeError
 from evalpipe.paths import default_paths
+from evalpipe.records import STATES
 from evalpipe.stages.generate import remember_import
 from evalpipe.stages.pipeline import STAGE_NAMES, Pipeline
 
@@ -86,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--allow-mixed-judges", action="store_true",
                          help="rank runs judged by different judges (model, digest, template, "
                               "options ...) anyway, marked as mixed in every output")
+    show = commands.add_parser(
+        "show", help="a run's items as a table, or one item's whole journey (--item)")
+    show.add_argument("run", metavar="RUN",
+                      help="run name (results/<run>/), or compare-NAME for a comparison")
+    show.add_argument("--item", metavar="ID",
+                      help="one item, prompt to score (or every model's answer to it)")
+    show.add_argument("--state", dest="states", action="append", choices=STATES,
+                      help="only items in this state (may be given again)")
+    show.add_argument("--worst", type=int, metavar="N", help="the N lowest scores")
+    show.add_argument("--best", type=int, metavar="N", help="the N highest scores")
+    show.add_argument("--sort", metavar="COLUMN", help="sort by this column (ascending)")
+    show.add_argument("--columns", metavar="A,B,C",
+                      help="columns to show (default id,state,score,length,f1,instruction,"
+                           "response,reason; also input, reference, index)")
+    show.add_argument("--results", help="results folder (default results/ or $EVALPIPE_RESULTS)")
     return parser
 
 
@@ -104,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "show":  # reads finished results: no configuration of its own
+        from evalpipe.show import show
+
+        print(show(args.run, results=args.results, item=args.item, states=args.states,
+                   worst=args.worst, best=args.best, sort=args.sort, columns=args.columns))
+        return 0
     if args.command == "compare":  # works on finished runs: no configuration of its own
         from evalpipe.compare import compare_runs, judge_config_for, print_leaderboard
 
