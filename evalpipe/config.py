@@ -125,6 +125,7 @@ class JudgeConfig:
     mode: str = "single"  # "single" or "together" (all models' responses in one prompt)
     swap: bool = False  # together mode: judge again in reversed order
     cache: str = ""  # judgment cache (SQLite); empty = judge-cache.sqlite in the results folder
+    pull: bool = True  # ollama: pull a judge model the server lacks (false: stop and say so)
 
 
 @dataclass

@@ -376,11 +376,17 @@ def ollama_name(name: str) -> str:
 
 class OllamaStandIn(_StandInServer):
     """Speaks Ollama's API: GET /, /api/version, /api/tags, /api/ps; POST /api/show,
-    /api/chat and /api/generate (non-streaming, or NDJSON when "stream" is true)."""
+    /api/chat and /api/generate (non-streaming, or NDJSON when "stream" is true), and
+    /api/pull: a model of `pullable` (name -> digest) is "downloaded" in a few progress lines
+    and then listed; any other name gets the registry's error in the stream, as Ollama sends
+    it. Every pull's model name is kept in `pulls`."""
 
     def __init__(self, reply: Reply | None = None, *, models: dict[str, str] | None = None,
-                 stream_ok: bool = True, context_length: int = 8192, cut: str = "half"):
+                 stream_ok: bool = True, context_length: int = 8192, cut: str = "half",
+                 pullable: dict[str, str] | None = None):
         super().__init__(reply)
+        self.pullable: dict[str, str] = dict(pullable or {})
+        self.pulls: list[str] = []
         self.models: dict[str, str] = dict(DEFAULT_OLLAMA_MODELS if models is None else models)
         self.stream_ok = stream_ok  # False: a streaming chat request gets HTTP 400
         # The models' context length (/api/show): num_ctx is capped to it, as Ollama does. A
@@ -422,10 +428,36 @@ class OllamaStandIn(_StandInServer):
             handler.send_json(200, {"models": []})
         elif method == "POST" and path == "/api/show":
             self._show(handler, body)
+        elif method == "POST" and path == "/api/pull":
+            self._pull(handler, body)
         elif method == "POST" and path in ("/api/chat", "/api/generate"):
             self._generate(handler, path, body)
         else:  # Go's net/http answer to an unknown route
             handler.send_bytes(404, b"404 page not found", "text/plain; charset=utf-8")
+
+    def _pull(self, handler: _Handler, body: dict) -> None:
+        """POST /api/pull, streamed as Ollama streams it (docs/api.md "Pull a Model")."""
+        name = body.get("model") or body.get("name") or ""
+        self.pulls.append(name)
+        known = next((n for n in self.pullable if ollama_name(n) == ollama_name(name)), None)
+        if known is None:
+            lines = [{"status": "pulling manifest"},
+                     {"error": "pull model manifest: file does not exist"}]
+        else:
+            layer, total = "sha256:" + "ab" * 32, 4_661_211_808
+            lines = [{"status": "pulling manifest"},
+                     *({"status": f"pulling {layer[7:19]}", "digest": layer, "total": total,
+                        "completed": done} for done in (0, total // 2, total)),
+                     {"status": "verifying sha256 digest"}, {"status": "writing manifest"},
+                     {"status": "success"}]
+            self.models[known] = self.pullable[known]
+        if body.get("stream", True):
+            handler.send_chunked_lines(200, [json.dumps(line) + "\n" for line in lines],
+                                       "application/x-ndjson")
+        elif known is None:
+            handler.send_json(500, lines[-1])
+        else:
+            handler.send_json(200, lines[-1])
 
     def _show(self, handler: _Handler, body: dict) -> None:
         requested = body.get("model") or body.get("name") or ""

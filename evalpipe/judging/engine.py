@@ -230,6 +230,21 @@ def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
                     answer.seconds, answer.cached)
 
 
+def preflight(backend, settings: JudgeConfig):
+    """The backend's preflight (server, model, digest); a model the server lacks is pulled
+    first where judge.pull allows it and the backend can (Ollama), else the one-line error
+    says what to run. Status checks call backend.preflight() itself: they never pull."""
+    from evalpipe.judging.backends import ModelMissingError
+
+    try:
+        return backend.preflight()
+    except ModelMissingError:
+        if not (settings.pull and hasattr(backend, "pull")):
+            raise
+    backend.pull()
+    return backend.preflight()
+
+
 @contextmanager
 def open_judge(config: RunConfig, results: Path) -> Iterator[Judge]:
     """Preflight the backend and open the judgment cache (`cache_path(config, results)`). A
@@ -239,7 +254,7 @@ def open_judge(config: RunConfig, results: Path) -> Iterator[Judge]:
     backend = make_backend(config.judge)
     try:
         try:
-            identity = backend.preflight()
+            identity = preflight(backend, config.judge)
         except JudgeError as err:
             raise EvalpipeError(f"judge: {err}") from None
         cache = JudgmentCache(cache_path(config, results))

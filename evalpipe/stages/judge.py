@@ -89,7 +89,7 @@ def config_key(config: RunConfig) -> dict:
     # How fast and where the judge is asked does not change its answers; mode and swap are
     # together mode's (evalpipe/judging/together.py), which this stage refuses.
     ignored = ("concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
-               "mode", "swap")
+               "pull", "mode", "swap")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
 
 

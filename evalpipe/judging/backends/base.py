@@ -34,6 +34,11 @@ class TransientJudgeError(JudgeError):
     """A judge request that may succeed if tried again (connection, timeout, 5xx)."""
 
 
+class ModelMissingError(JudgeError):
+    """The server answers but does not have the judge model; an Ollama server can pull it
+    (judge.pull)."""
+
+
 class UnreachableJudgeError(TransientJudgeError):
     """No server answered at the address (connection refused or dropped, timeout): with
     several hosts, the others carry on."""

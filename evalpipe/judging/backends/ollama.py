@@ -7,6 +7,7 @@ num_predict).
 
 from __future__ import annotations
 
+import sys
 import urllib.parse
 
 from evalpipe.config import mask_url_password
@@ -14,6 +15,7 @@ from evalpipe.judging.backends.base import (
     JudgeError,
     JudgeIdentity,
     JudgeRequest,
+    ModelMissingError,
     Reply,
     TransientJudgeError,
     UnreachableJudgeError,
@@ -103,8 +105,37 @@ class OllamaBackend:
                                      "without a digest")
                 self.max_context = self._context_length(name)
                 return JudgeIdentity(backend="ollama", model=name, digest=entry.digest)
-        raise JudgeError(f"Ollama at {self.url} has no model '{self.model}': "
-                         f"run 'ollama pull {self.model}'")
+        raise ModelMissingError(f"Ollama at {self.url} has no model '{self.model}': "
+                                f"run 'ollama pull {self.model}'")
+
+    def pull(self) -> None:
+        """`ollama pull MODEL` through the client's streamed pull: one progress bar per layer
+        (tqdm, on stderr), then the model is there. An error in the stream (no such model in
+        the registry, no network) is one line naming the server and the model."""
+        import httpx
+        import ollama
+        from tqdm import tqdm
+
+        print(f"judge: pulling {self.model} into Ollama at {self.url} (judge.pull = true)",
+              file=sys.stderr)
+        bars: dict[str, tqdm] = {}
+        try:
+            for progress in self.client.pull(self.model, stream=True):
+                if progress.digest and progress.total:
+                    bar = bars.get(progress.digest)
+                    if bar is None:
+                        bar = bars[progress.digest] = tqdm(
+                            total=progress.total, unit="B", unit_scale=True,
+                            desc=f"pull {progress.digest.removeprefix('sha256:')[:12]}")
+                    bar.update((progress.completed or 0) - bar.n)
+        except (ConnectionError, httpx.TransportError):
+            raise self._unreachable() from None
+        except ollama.ResponseError as err:
+            raise JudgeError(f"Ollama at {self.url} could not pull '{self.model}': "
+                             f"{_one_line(err.error)}") from None
+        finally:
+            for bar in bars.values():
+                bar.close()
 
     def _context_length(self, name: str) -> int | None:
         """The model's context length from POST /api/show: model_info's

@@ -17,6 +17,7 @@ from evalpipe.judging.backends.base import (
     JudgeError,
     JudgeIdentity,
     JudgeRequest,
+    ModelMissingError,
     Reply,
     UnreachableJudgeError,
 )
@@ -84,6 +85,16 @@ class HostPool:
         self.identity = first
         self.max_context = first_backend.max_context
         return first
+
+    def pull(self) -> None:
+        """Pull the judge model into every reachable host that lacks it (judge.pull)."""
+        for backend in self.backends:
+            try:
+                backend.preflight()
+            except ModelMissingError:
+                backend.pull()
+            except UnreachableJudgeError:
+                pass  # preflight says so, and the pool goes on without it
 
     def _pick(self, tried: set[int]):
         """(server, returning): the least busy server not yet tried for this request that
