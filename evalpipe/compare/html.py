@@ -200,7 +200,10 @@ def _item_section(index: int, models: list[ModelScores],
         cards.append(
             f'<div class="response state-{esc(record["state"])}" data-model="{esc(model.label)}" '
             f'data-state="{esc(record["state"])}" data-score="{esc(record["score"])}">'
-            f"<b>{esc(model.label)}</b>: <span class=\"score\">{esc(score)}</span>{shown}"
+            f"<b>{esc(model.label)}</b>: <span class=\"score\">{esc(score)}</span>"
+            + (f' <small class="state">({esc(record["state"])})</small>'
+               if record["state"] == "empty" else "")
+            + f"{shown}"
             f"<pre>{esc(record.get('response'))}</pre>"
             + (f"<p class=\"reason\">{esc(record.get('reason'))}</p>" if record.get("reason")
                else "")

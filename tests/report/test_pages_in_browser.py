@@ -22,6 +22,7 @@ import pytest
 from standins import OllamaStandIn, StandInFailure, book_judge, parse_book_prompt, prompt_of
 
 from evalpipe.cli import main
+from evalpipe.compare import html as compare_html
 from evalpipe.compare.command import compare_runs
 from evalpipe.config import RunConfig, load_config
 from evalpipe.io import read_jsonl, write_json, write_jsonl
@@ -261,6 +262,57 @@ def test_compare_opens_on_the_leaderboard_and_leads_to_each_models_responses(boo
     assert set(visible_ids(page, "section.item .response", "data-state")) == {"unparseable"}
     page.select_option("#state-filter", "")
     assert len(visible_ids(page, "section.item .response", "data-model")) == 220
+
+
+def test_a_judge_that_failed_its_canaries_is_marked_on_both_pages(book_pages, open_page,
+                                                                  tmp_path):
+    """summary.json's `canaries.failed`/`why` (judge and aggregate) and leaderboard.json's
+    `canaries_failed`/`canaries_why`: a red line on the report's first screen, a mark on the
+    run's leaderboard row. Summaries and boards without those keys show neither."""
+    from evalpipe.compare.leaderboard import build_leaderboard
+    from evalpipe.compare.load import load_models, read_run_config
+    from evalpipe.config import AggregateConfig
+    from evalpipe.report import run_page
+
+    run = book_pages / "short"
+    why = "a bad canary scored 85 (highest bad above lowest good)"
+    summary = json.loads((run / "aggregate/summary.json").read_text())
+    assert "failed" not in summary["canaries"]
+    summary["canaries"].update(failed=True, why=why)
+    items = [{**record, "index": index, "reference": record["output"], "repeat_scores": [],
+              "f1": 0.5} for index, record in enumerate(read_jsonl(run / "judge/scores.jsonl"))]
+    report = tmp_path / "report.html"
+    report.write_text(run_page.render_html(summary, items, [], {}), encoding="utf-8")
+    page = open_page(report)
+    alarm = page.locator("p.alarm")
+    assert alarm.inner_text() == f"The judge failed its canaries: {why}. Its scores cannot be " \
+        "trusted."
+    assert alarm.get_attribute("data-headline") == "canaries.why"
+    assert alarm.evaluate("e => getComputedStyle(e).color") == "rgb(187, 0, 0)"
+    box = alarm.bounding_box()
+    assert box["y"] + box["height"] <= page.locator("#first-screen").bounding_box()["y"]
+    # without a reason, still the line; with no canaries at all (null), none
+    summary["canaries"]["why"] = None
+    assert "The judge failed its canaries. Its scores" in run_page.render_html(
+        summary, items, [], {})
+    summary["canaries"] = None
+    assert 'class="alarm"' not in run_page.render_html(summary, items, [], {})
+
+    runs = ["book", "short"]
+    configs = {name: read_run_config(book_pages, name) for name in runs}
+    models = load_models(book_pages, runs, configs)
+    board = build_leaderboard(models, "marked", AggregateConfig(bootstrap_resamples=50))
+    assert "canaries_failed" not in board["models"][1]
+    board["models"][1].update(canaries_failed=True, canaries_why=why)
+    board["models"][0].update(canaries_failed=False, canaries_why=None)
+    comparison = tmp_path / "compare.html"
+    comparison.write_text(compare_html.render_html(board, models, {}), encoding="utf-8")
+    page = open_page(comparison)
+    marked = page.locator("#leaderboard tr[data-canaries-failed]")
+    assert marked.count() == 1
+    assert marked.get_attribute("data-model") == "short"
+    assert marked.locator(".canary-mark").inner_text() == f"\u26a0 canaries failed: {why}"
+    assert page.locator('#leaderboard tr[data-model="book"] .canary-mark').count() == 0
 
 
 # -- a large comparison: 5 models x 1,000 items x 3 repeats --------------------------------------
