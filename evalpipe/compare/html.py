@@ -237,8 +237,10 @@ def _viewer(board: dict, ranked: list[ModelScores], passes: list[dict] | None) -
 <p>Every test item with each model's response, score and reason, in leaderboard order; the
 items whose scores are furthest apart{esc(moved)} first.</p>
 <div class="viewer-controls">Show
-<select id="model-filter" onchange="filterItems()"><option value="">every model</option>{models}</select>
-<select id="state-filter" onchange="filterItems()"><option value="">any state</option>{states}</select>
+<select id="model-filter" onchange="filterItems()">
+<option value="">every model</option>{models}</select>
+<select id="state-filter" onchange="filterItems()">
+<option value="">any state</option>{states}</select>
 containing <input id="filter" oninput="filterItems()">
 with scores at least <select id="spread" onchange="filterItems()">{spreads}</select> points
 apart: <span id="shown-items">{board["items"]}</span> of {board["items"]} items.</div>

@@ -6,8 +6,10 @@ Ollama server through the real client (a few replies unparseable, one item in er
 aggregated; a second run of the same responses cut short; the two compared. Then a large
 comparison made from the real instruction data: 5 models x 1,000 items x 3 judge repeats.
 
-Without Chromium (or the Python driver) the tests skip with the reason; CI sets
-EVALPIPE_REQUIRE_BROWSER=1 (.ci/run), which turns that skip into a failure.
+Without Chromium (/usr/bin/chromium, or the one EVALPIPE_CHROMIUM names) or the Python driver
+the tests skip with the reason; CI sets EVALPIPE_REQUIRE_BROWSER=1 (.ci/run), which turns that
+skip into a failure. (The pages need no server and no network: the browser runs with its
+background networking off.)
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def open_page(browser):
 
     def open_(path: Path):
         page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(5000)  # a missing element fails in seconds, not 30
         page.on("console", lambda message: message.type == "error" and errors.append(
             message.text))
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -91,7 +94,8 @@ def cut_short(response: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def book_pages(tmp_path_factory, instruction_data, book_responses, gpt2_tokenizer):
+def book_pages(browser, tmp_path_factory, instruction_data, book_responses,
+               gpt2_tokenizer):
     """Two real runs of the book's responses (whole, cut short), judged and aggregated, and
     their comparison; returns the results folder."""
     folder = tmp_path_factory.mktemp("pages")
@@ -115,10 +119,12 @@ def book_pages(tmp_path_factory, instruction_data, book_responses, gpt2_tokenize
         patch.setenv("EVALPIPE_RESULTS", str(folder / "results"))
         patch.setenv("EVALPIPE_DATASETS", str(folder / "datasets"))
         for run, responses in (("book", book_responses), ("short", folder / "short.json")):
-            main(["evaluate", "--config", str(SMOKE), "--run", run,
+            # The item in error leaves the judge incomplete: said, and the run still aggregated.
+            assert main(["evaluate", "--config", str(SMOKE), "--run", run,
                   "--set", f"data.source={instruction_data}",
                   "--set", f"generate.from_file={responses}",
-                  "--set", f"judge.host={ollama.url}", "--set", "aggregate.bootstrap_resamples=200"])
+                  "--set", f"judge.host={ollama.url}",
+                  "--set", "aggregate.bootstrap_resamples=200"]) == 0
             assert (folder / "results" / run / "aggregate/report.html").exists()
         assert main(["compare", "book", "short", "--results", str(folder / "results"),
                      "--resamples", "200"]) == 0
@@ -373,7 +379,7 @@ def large_runs(results: Path, instruction_data: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def large_pages(tmp_path_factory, instruction_data):
+def large_pages(browser, tmp_path_factory, instruction_data):
     results = tmp_path_factory.mktemp("large") / "results"
     runs = large_runs(results, instruction_data)
     config = load_config(results / runs[0] / "config.toml")
