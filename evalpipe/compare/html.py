@@ -38,8 +38,8 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-#leaderboard td.number { font-variant-numeric: tabular-nums; }
-#leaderboard a.show-model { font-weight: bold; }
+#leaderboard td.number { font-variant-numeric: tabular-nums; white-space: nowrap; }
+#leaderboard a.show-model { font-weight: bold; white-space: nowrap; }
 tr.canaries-failed td { background: #fdecea; }
 .canary-mark { color: #b00; font-weight: bold; white-space: nowrap; }
 .viewer-controls { position: sticky; top: 0; background: #fff; padding: 0.4em 0;
