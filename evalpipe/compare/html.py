@@ -41,7 +41,7 @@ th { background: #f3f3f3; }
 #leaderboard td.number { font-variant-numeric: tabular-nums; white-space: nowrap; }
 #leaderboard a.show-model { font-weight: bold; white-space: nowrap; }
 tr.canaries-failed td { background: #fdecea; }
-.canary-mark { color: #b00; font-weight: bold; white-space: nowrap; }
+.canary-mark { color: #b00; font-weight: bold; }
 .viewer-controls { position: sticky; top: 0; background: #fff; padding: 0.4em 0;
                    border-bottom: 1px solid #ccc; z-index: 1; }
 .item { border-top: 2px solid #888; margin-top: 1.5em; padding-top: 0.5em;
