@@ -26,7 +26,7 @@ from evalpipe.compare.markdown import render_markdown
 from evalpipe.compare.plots import write_plots
 from evalpipe.compare.text import board_notes
 from evalpipe.config import AggregateConfig, RunConfig, load_config
-from evalpipe.io import write_json, write_text
+from evalpipe.io import read_jsonl, write_json, write_text
 from evalpipe.records import DECIMALS, CompareError, check_same_test_items
 from evalpipe.report.format import interval, number
 
@@ -118,7 +118,12 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         del entry["scores_a"], entry["scores_b"]
     write_json(out / "leaderboard.json", stats.rounded(board, DECIMALS))
     write_text(out / "leaderboard.md", render_markdown(board))
-    write_text(out / "compare.html", render_html(board, models, images))
+    passes = None  # with judge.swap, the viewer shows how scores moved with position
+    if mode == "together" and summary["swap"]:
+        from evalpipe.judging.together import FOLDER, ITEMS
+
+        passes = read_jsonl(out / FOLDER / ITEMS)
+    write_text(out / "compare.html", render_html(board, models, images, passes))
     return out
 
 

@@ -2,17 +2,22 @@
 
 report.html is one static file that opens offline with no server and can be mailed or attached
 on its own: CSS and JavaScript are inline and the plots are embedded as base64 `data:` URIs (the
-same PNGs are also written beside it, for slides and pull requests). It holds the summary
-numbers, the plots, the canaries, and a table of every item, sortable by any column (click a
-header; click again to reverse) and filterable by state.
+same PNGs are also written beside it, for slides and pull requests). Its first screen answers
+the question: the mean score with its interval in large type, the state counts (unparseable and
+error in red when not zero), who judged (model and digest), the base model and its fine-tuning
+losses, and a red line when the judge failed its canaries. Then the plots; then a table of every
+item, sortable by any column (click a header; click again to reverse) and filterable by state;
+then the canaries and, last, every number of summary.json in one table.
 
-The table starts worst first: items without a score (`error`, `unparseable`) at the top,
+The item table starts worst first: items without a score (`error`, `unparseable`) at the top,
 because they need a look before any number can be trusted; then by score, lowest first; ties in
 test order. Every text from the data is HTML-escaped: a response may well contain `<script>`.
 
-Hooks for tests and scripts: every summary number sits in an element with
-`data-key="<dotted key in summary.json>"` and `data-value="<its JSON value>"`; every item row
-is a `<tr data-id="<id>" data-state="<state>">`; every plot is an `<img data-file="<png name>">`.
+Hooks for tests and scripts: every summary number sits in the numbers table in an element with
+`data-key="<dotted key in summary.json>"` and `data-value="<its JSON value>"` (one per key);
+the first screen's figures carry `data-headline="<key>"` and `data-value` instead; every item
+row is a `<tr data-id="<id>" data-state="<state>">`; every plot is an `<img data-file="<png
+name>">`; <body data-ready-ms> is set when the page is interactive (report/html.py).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from evalpipe.report.format import (
     ratio3,
     score2,
 )
-from evalpipe.report.html import embedded_png, esc, page
+from evalpipe.report.html import SORTABLE_CSS, SORTABLE_SCRIPT, embedded_png, esc, page
 
 # -- the summary rows, shared by summary.md and report.html ---------------------------------------
 
@@ -142,55 +147,42 @@ def render_markdown(summary: dict) -> str:
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
-h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+h1 { font-size: 1.4rem; margin-bottom: .5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 .note { background: #fde8e8; border: 1px solid #e0a0a0; padding: .5rem 1rem; font-weight: bold; }
+.alarm { color: #b00; font-weight: bold; font-size: 1.1rem; border-left: 4px solid #b00;
+         padding: .3rem .8rem; margin: .5rem 0; }
+.first-screen { display: flex; flex-wrap: wrap; gap: 1rem 3rem; align-items: flex-start;
+                margin: 1rem 0; }
+.headline .big { font-size: 3.2rem; font-weight: bold; font-variant-numeric: tabular-nums; }
+.headline .ci { font-size: 1.6rem; color: #444; margin-left: .4rem;
+                font-variant-numeric: tabular-nums; }
+.headline .caption { color: #555; font-size: .9rem; }
+ul.states { list-style: none; padding: 0; margin: .4rem 0 0; display: flex; gap: 1.2rem; }
+ul.states li { font-size: 1.05rem; } ul.states b { font-size: 1.3rem; }
+ul.states li.bad { color: #b00; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; margin: 0; }
+dl.facts dt { color: #555; } dl.facts dd { margin: 0; }
+dl.facts code { font-size: .8rem; word-break: break-all; }
 table.numbers td, table.numbers th { padding: .15rem .8rem .15rem 0; text-align: left; }
 table.numbers th { padding-top: .8rem; }
 table.numbers td.value { font-variant-numeric: tabular-nums; }
 .plots img { max-width: 32%; min-width: 300px; margin-right: .5rem; }
 table.items { border-collapse: collapse; width: 100%; font-size: .85rem; }
 table.items th, table.items td { border: 1px solid #ddd; padding: .3rem; vertical-align: top; }
-table.items th { background: #f2f2f2; cursor: pointer; position: sticky; top: 0; }
-table.items th[aria-sort=ascending]::after { content: " \\25B2"; }
-table.items th[aria-sort=descending]::after { content: " \\25BC"; }
+table.items th { background: #f2f2f2; position: sticky; top: 0; }
 table.items td.text { white-space: pre-wrap; max-width: 22rem; }
 tr.state-error td, tr.state-unparseable td { background: #fff4e5; }
 tr.state-empty td { color: #777; }
 .repeats { color: #777; font-size: .75rem; }
-"""
+""" + SORTABLE_CSS
 
-# Sorting and filtering: numeric columns sort on data-sort, the others on their text; ties keep
-# test order (data-index), so a sort is always the same whatever came before.
-SCRIPT = """
+# Sorting is the shared script's (report/html.py); filtering by state is this page's own.
+SCRIPT = SORTABLE_SCRIPT + """
 (function () {
   var table = document.getElementById("items-table");
   if (!table) return;
-  var body = table.tBodies[0], headers = table.tHead.rows[0].cells;
+  var body = table.tBodies[0];
   var filter = document.getElementById("state-filter"), shown = document.getElementById("shown");
-  function value(row, column, numeric) {
-    var cell = row.cells[column];
-    return numeric ? parseFloat(cell.getAttribute("data-sort"))
-                   : cell.textContent.toLowerCase();
-  }
-  function sortBy(column, ascending) {
-    var numeric = headers[column].getAttribute("data-type") === "number";
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = value(a, column, numeric), y = value(b, column, numeric);
-      var order = x < y ? -1 : x > y ? 1 : 0;
-      if (!ascending) order = -order;
-      return order || (parseInt(a.getAttribute("data-index"), 10) -
-                       parseInt(b.getAttribute("data-index"), 10));
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-    for (var i = 0; i < headers.length; i++) headers[i].removeAttribute("aria-sort");
-    headers[column].setAttribute("aria-sort", ascending ? "ascending" : "descending");
-  }
-  Array.prototype.forEach.call(headers, function (header, column) {
-    header.addEventListener("click", function () {
-      sortBy(column, header.getAttribute("aria-sort") !== "ascending");
-    });
-  });
   function applyFilter() {
     var state = filter.value, count = 0;
     Array.prototype.forEach.call(body.rows, function (row) {
@@ -209,6 +201,7 @@ COLUMNS = (("#", "number"), ("id", "text"), ("instruction", "text"), ("input", "
            ("score", "number"), ("judge's reason", "text"), ("overlap F1", "number"))
 SCORE_COLUMN = 7
 NO_SCORE_SORT = -1  # error/unparseable sort below score 0: worst first puts them on top
+FAILED_STATES = ("unparseable", "error")  # shown in red on the first screen when not zero
 
 
 def worst_first(items: list[dict]) -> list[dict]:
@@ -224,6 +217,68 @@ def _value_cell(key: str, value, text: str) -> str:
             f'data-value="{esc(json.dumps(value, ensure_ascii=False))}">{esc(text)}</td>')
 
 
+def _headline(key: str, value, text: str, tag: str = "span", css: str = "") -> str:
+    """A first-screen figure: `data-headline` names its key in summary.json (data-key stays
+    the numbers table's, one element per key)."""
+    css_attr = f' class="{css}"' if css else ""
+    return (f'<{tag}{css_attr} data-headline="{esc(key)}" '
+            f'data-value="{esc(json.dumps(value, ensure_ascii=False))}">{text}</{tag}>')
+
+
+def canary_alarm(summary: dict) -> str:
+    """The red line when the judge failed its canaries (summary.json's `canaries.failed`; a
+    summary written before that key existed has none, and gets no line)."""
+    canaries = summary.get("canaries") or {}
+    if not canaries.get("failed"):
+        return ""
+    why = canaries.get("why")
+    text = "The judge failed its canaries" + (f": {why}" if why else "") + \
+        ". Its scores cannot be trusted."
+    return _headline("canaries.why", why, esc(text), tag="p", css="alarm")
+
+
+def _first_screen(summary: dict) -> str:
+    """What a reader wants first: the score and its interval, the states, who judged, and the
+    base model with its fine-tuning losses."""
+    score = summary["score"]
+    mean = _headline("score.mean", score["mean"], esc(score2(score["mean"])), css="big")
+    ci = _headline("score.ci", score["ci"], esc(interval(score["ci"])), css="ci")
+    caption = (f"mean judge score with its {level(score['confidence'])} bootstrap interval, "
+               f"over the {score['n']} of {summary['items']} items that carry a score")
+    states = "".join(
+        _headline(f"states.{state}", count, f"{esc(state)} <b>{count}</b>", tag="li",
+                  css="bad" if state in FAILED_STATES and count else "")
+        for state, count in summary["states"].items())
+    judge = summary["judge"]
+    facts = [("judge", f'{_headline("judge.model", judge["model"], esc(plain(judge["model"])))}'
+              f' <small>({esc(judge["backend"])}, template {esc(judge["template"])})</small>'),
+             ("judge digest", _headline("judge.digest", judge["digest"],
+                                        f'<code>{esc(plain(judge["digest"]))}</code>'))]
+    finetune = summary["finetune"]
+    if finetune is None:
+        facts.append(("base model", "no fine-tuning in this run"))
+    else:
+        facts += [
+            ("base model", _headline("finetune.base_model", finetune["base_model"],
+                                     esc(plain(finetune["base_model"])))),
+            ("test loss", _headline("finetune.base_test_loss", finetune["base_test_loss"],
+                                    esc(loss4(finetune["base_test_loss"])))
+             + " before, "
+             + _headline("finetune.finetuned_test_loss", finetune["finetuned_test_loss"],
+                         esc(loss4(finetune["finetuned_test_loss"])))
+             + " after fine-tuning"),
+            ("validation loss", _headline("finetune.best_val_loss", finetune["best_val_loss"],
+                                          esc(loss4(finetune["best_val_loss"])))
+             + f" best, {esc(loss4(finetune['final_val_loss']))} final "
+             f"({esc(finetune['steps'])} steps)"),
+        ]
+    rows = "".join(f"<dt>{esc(label)}</dt><dd>{value}</dd>" for label, value in facts)
+    return (f'<section class="first-screen" id="first-screen">\n'
+            f'<div class="headline">{mean}{ci}<div class="caption">{esc(caption)}</div>\n'
+            f'<ul class="states">{states}</ul></div>\n'
+            f'<dl class="facts">{rows}</dl>\n</section>')
+
+
 def _summary_table(summary: dict) -> str:
     parts = ['<table class="numbers">']
     section = None
@@ -235,7 +290,6 @@ def _summary_table(summary: dict) -> str:
         parts.append(f"<tr><td>{esc(label)}</td>{_value_cell(key, value, text)}</tr>")
     parts.append("</table>")
     return "\n".join(parts)
-
 
 def _item_row(item: dict) -> str:
     score = item["score"]
@@ -279,7 +333,7 @@ def _items_table(summary: dict, items: list[dict]) -> str:
     return (f'<p><label>show <select id="state-filter">{"".join(options)}</select></label> '
             f'<span id="shown">{len(items)}</span> of {len(items)} items; worst first '
             "(no score, then lowest score); click a column heading to sort</p>\n"
-            f'<table class="items" id="items-table"><thead><tr>{headers}</tr></thead>\n'
+            f'<table class="items sortable" id="items-table"><thead><tr>{headers}</tr></thead>\n'
             f"<tbody>\n{rows}\n</tbody></table>")
 
 
@@ -311,13 +365,15 @@ def render_html(summary: dict, items: list[dict], canaries: list[dict],
     plots = "\n".join(embedded_png(name, data) for name, data in images.items())
     body = f"""<h1>evalpipe report: run {run_name}</h1>
 {note}
-<h2>Summary</h2>
-{_summary_table(summary)}
+{canary_alarm(summary)}
+{_first_screen(summary)}
 <h2>Plots</h2>
 <div class="plots">
 {plots}
 </div>
-{_canary_table(canaries)}
 <h2>Items</h2>
-{_items_table(summary, items)}"""
+{_items_table(summary, items)}
+{_canary_table(canaries)}
+<h2>All the numbers</h2>
+{_summary_table(summary)}"""
     return page(f"evalpipe report: {summary['run']}", CSS, body, SCRIPT)

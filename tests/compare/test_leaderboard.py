@@ -213,7 +213,10 @@ def test_leaderboard_of_three_runs(tmp_path):
               "c": ["60", "90", "50", ""]}
     expected_cards = [{"item": item, "model": model, "state": states[model][item],
                        "score": scores[model][item], "response": responses[model][item]}
-                      for item in range(4) for model in ("a", "c", "b")]  # leaderboard order
+                      # most divided first: item 1's counted scores are 100 apart (100, 90,
+                      # 0), item 2's 60, item 0's 30, item 3 has one score only (spread 0)
+                      for item in (1, 2, 0, 3)
+                      for model in ("a", "c", "b")]  # leaderboard order
     assert page.cards == expected_cards
     # The response "<script>..." and the instruction's "<b>bold</b>" are text, not tags: the
     # only script is the page's own, and the instruction reads as written.

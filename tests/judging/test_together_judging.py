@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from html.parser import HTMLParser
 
 from standins import (
@@ -208,6 +209,21 @@ def test_swap_reverses_the_order_and_shows_a_judge_that_favours_a_place(runs, ca
     markdown = (runs / OUT / "leaderboard.md").read_text()
     assert "| 3 | 30.00 (8) | 30.00 (8) | 30.00 (16) | -30.00 (16) |" in markdown
     assert "a model's score is its first-pass score." in markdown
+    # compare.html's item viewer: how far each item's scores moved with position (three
+    # responses: 90 at place 1 and 30 at place 3 when reversed; two: 90 and 60), most divided
+    # first (spread and moves: item 93 has 90, 60 and an empty 0).
+    page = (runs / OUT / "compare.html").read_text()
+    sections = [(int(task), int(spread), int(moves), int(disagreement)) for spread, moves,
+                disagreement, task in re.findall(
+                    r'data-spread="(\d+)" data-moves="(\d+)" data-disagreement="(\d+)">'
+                    r".*?<b>Instruction:</b> Task (\d+)</p>", page)]
+    expected = {i: ({3: 60, 2: 90, 0: 0}[len(shown(i))], {3: 60, 2: 30, 0: 0}[len(shown(i))])
+                for i in ITEMS}
+    assert sorted(sections, key=lambda s: s[0]) == sorted(
+        (i, spread, moves, max(spread, moves)) for i, (spread, moves) in expected.items())
+    assert [task for task, *_ in sections] == sorted(
+        ITEMS, key=lambda i: (-max(expected[i]), ITEMS.index(i)))
+    assert "(shown as Response 1; swapped: 30 as Response 3)" in page
 
 
 def test_swap_with_a_fair_judge(runs):

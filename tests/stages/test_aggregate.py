@@ -81,12 +81,13 @@ class Report(HTMLParser):
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
         self.values: dict[str, list] = {}
+        self.headlines: dict[str, tuple] = {}  # first screen: key -> (JSON value, its text)
         self.row_ids: list[str] = []
         self.cells: dict[str, list[str]] = {}
         self.images: list[tuple[str, str]] = []
         self.tags: Counter = Counter()
         self.note: str | None = None
-        self._row = self._cell = self._note = None
+        self._row = self._cell = self._note = self._headline = None
         self.feed(text)
         self.close()
 
@@ -97,6 +98,8 @@ class Report(HTMLParser):
             self.values.setdefault(attrs["data-key"], []).append(json.loads(attrs["data-value"]))
             if attrs["data-key"] == "note":
                 self._note = []
+        if "data-headline" in attrs:
+            self._headline = (attrs["data-headline"], json.loads(attrs["data-value"]), tag, [])
         if tag == "tr" and "data-id" in attrs:
             self._row = attrs["data-id"]
             self.row_ids.append(self._row)
@@ -107,6 +110,10 @@ class Report(HTMLParser):
             self.images.append((attrs["data-file"], attrs["src"]))
 
     def handle_endtag(self, tag):
+        if self._headline is not None and tag == self._headline[2]:
+            key, value, _, text = self._headline
+            self.headlines[key] = (value, "".join(text))
+            self._headline = None
         if tag == "td" and self._cell is not None:
             self.cells[self._row].append("".join(self._cell))
             self._cell = None
@@ -117,6 +124,8 @@ class Report(HTMLParser):
             self._note = None
 
     def handle_data(self, data):
+        if self._headline is not None:
+            self._headline[3].append(data)
         if self._cell is not None:
             self._cell.append(data)
         if self._note is not None:
@@ -400,6 +409,18 @@ def test_a_fine_tuned_run_shows_its_losses(tmp_path):
     assert report.values["finetune.finetuned_test_loss"] == [0.6871]
     assert report.values["finetune.train_seconds"] == [940.25]
     assert_numbers_match(report, summary)
+    # The first screen: the base model and its losses beside the score and the judge.
+    assert {key: report.headlines[key] for key in (
+        "finetune.base_model", "finetune.base_test_loss", "finetune.finetuned_test_loss",
+        "finetune.best_val_loss", "judge.model", "judge.digest", "states.error")} == {
+        "finetune.base_model": ("gpt2-medium", "gpt2-medium"),
+        "finetune.base_test_loss": (3.9512, "3.9512"),
+        "finetune.finetuned_test_loss": (0.6871, "0.6871"),
+        "finetune.best_val_loss": (0.6655, "0.6655"),
+        "judge.model": ("llama3", "llama3"), "judge.digest": ("d1", "d1"),
+        "states.error": (1, "error 1")}
+    assert report.headlines["score.mean"] == (summary["score"]["mean"],
+                                              f"{summary['score']['mean']:.2f}")
     assert_images_are_the_plots(report, paths)
 
     # the loss plot is the real curve, not the picture a run without fine-tuning gets
