@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from evalpipe import stats
 from evalpipe.records import STATES
 from evalpipe.report.format import (
     interval,
@@ -39,7 +40,8 @@ from evalpipe.report.html import embedded_png, esc, page
 
 def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(section, label, key, shown text) for every number worth a line. A section that is null
-    in summary.json (no canaries, no repeats, no fine-tuning) gets one line saying so."""
+    in summary.json (no canaries: canaries.good, no repeats, no fine-tuning) gets one line
+    saying so."""
     score = summary["score"]
     confidence = level(score["confidence"])
     sections: list[tuple[str, str | None, str, list[tuple[str, str, Callable]]]] = [
@@ -71,7 +73,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             ("Spearman of length with score (items the judge read)",
              "length.spearman_with_score", ratio3),
         ]),
-        ("Canaries (known answers)", "canaries", "no canaries in this run", [
+        ("Canaries (known answers)", "canaries.good", "no canaries in this run", [
             ("good canaries (the reference itself)", "canaries.good.count", plain),
             ("good: mean score", "canaries.good.mean", score2),
             ("good: lowest score", "canaries.good.min", plain),
@@ -110,7 +112,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     ]
     rows = []
     for title, optional_key, absent_text, lines in sections:
-        if optional_key is not None and summary[optional_key] is None:
+        if optional_key is not None and lookup(summary, optional_key) is None:
             rows.append((title, "", optional_key, absent_text))
             continue
         for label, key, show in lines:
@@ -122,6 +124,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 
 def render_markdown(summary: dict) -> str:
     lines = [f"# evalpipe run `{summary['run']}`", ""]
+    if summary["canaries"]["failed"]:  # before any number: the numbers mean nothing
+        lines += [f"**WARNING: {stats.canary_warning(summary['canaries']['why'])}.**", ""]
     if summary["note"]:
         lines += [f"**{summary['note']}**: the judge gave no usable score to any item.", ""]
     if summary.get("judge_incomplete"):
