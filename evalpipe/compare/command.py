@@ -24,7 +24,7 @@ from evalpipe.compare.leaderboard import add_single_mode, build_leaderboard
 from evalpipe.compare.load import load_models, read_run_config, single_mode_models
 from evalpipe.compare.markdown import render_markdown
 from evalpipe.compare.plots import write_plots
-from evalpipe.compare.text import board_notes
+from evalpipe.compare.text import board_notes, canary_marker, canary_notes
 from evalpipe.config import AggregateConfig, RunConfig, load_config
 from evalpipe.io import write_json, write_text
 from evalpipe.records import DECIMALS, CompareError, check_same_test_items
@@ -129,13 +129,17 @@ def print_leaderboard(out: Path) -> None:
     if judges:
         print(f"compare: judge comparison of {len(board['models'])} runs holding the same "
               f"responses to {board['items']} items{judged}, no ranking -> {out}/")
+        notes = canary_notes(board)
     else:
         print(f"compare: {len(board['models'])} models on {board['items']} items{judged} "
               f"-> {out}/")
-        for note in board_notes(board):
-            print(f"  {note}")
-    width = max(len(row["model"]) for row in board["models"])
+        notes = canary_notes(board) + board_notes(board)
+    for note in notes:
+        print(f"  {note}")
+    mark = canary_marker(board)
+    names = {row["model"]: mark(row["model"]) for row in board["models"]}
+    width = max(len(name) for name in names.values())
     for row in board["models"]:
         place = "" if row["rank"] is None else f"{row['rank']}. "
-        print(f"  {place}{row['model']:<{width}}  mean {number(row['mean'])} "
+        print(f"  {place}{names[row['model']]:<{width}}  mean {number(row['mean'])} "
               f"{interval(row['ci'])}  ({row['counted']} of {row['items']} items scored)")

@@ -6,6 +6,8 @@ from evalpipe.compare.text import (
     NO_AGREEMENT,
     POSITION_TEXT,
     board_notes,
+    canary_marker,
+    canary_notes,
     correlation_text,
     leaderboard_tables,
     method_text,
@@ -24,9 +26,12 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_markdown(board: dict) -> str:
-    tables = leaderboard_tables(board)
+    mark = canary_marker(board)
+    tables = leaderboard_tables(board, mark)
     judges = board.get("comparison") == "judges"
     lines = [f"# {title(board)}", ""]
+    for note in canary_notes(board):
+        lines += [f"**{note}**", ""]
     for note in board_notes(board):
         lines += [note if judges else f"**{note}**", ""]
     lines += [method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
@@ -43,7 +48,7 @@ def render_markdown(board: dict) -> str:
         lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
     if board.get("modes"):
         lines += [modes_text(board["modes"]), ""]
-        lines += _md_table(*modes_table(board["modes"], board["confidence"])) + [""]
+        lines += _md_table(*modes_table(board["modes"], board["confidence"], marked=True)) + [""]
     lines += ["## Judge agreement", ""]
     lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
     lines += ["", "## Plots", ""]
