@@ -28,7 +28,7 @@ from evalpipe.compare.text import board_notes, canary_marker, canary_notes
 from evalpipe.config import AggregateConfig, RunConfig, load_config
 from evalpipe.io import write_json, write_text
 from evalpipe.records import DECIMALS, CompareError, check_same_test_items
-from evalpipe.report.format import interval, number
+from evalpipe.report.format import interval, number, one_line
 
 
 def judge_config_for(results: str | Path | None, runs: list[str], config_file: str | None,
@@ -128,16 +128,18 @@ def print_leaderboard(out: Path) -> None:
     judges = board.get("comparison") == "judges"
     if judges:
         print(f"compare: judge comparison of {len(board['models'])} runs holding the same "
-              f"responses to {board['items']} items{judged}, no ranking -> {out}/")
+              f"responses to {board['items']} items{judged}, no ranking -> {one_line(out)}/")
         notes = canary_notes(board)
     else:
         print(f"compare: {len(board['models'])} models on {board['items']} items{judged} "
-              f"-> {out}/")
+              f"-> {one_line(out)}/")
         notes = canary_notes(board) + board_notes(board)
+    # Names are printed through one_line: a line break or an escape sequence in a run's name
+    # must not break the table or drive the terminal.
     for note in notes:
-        print(f"  {note}")
+        print(f"  {one_line(note)}")
     mark = canary_marker(board)
-    names = {row["model"]: mark(row["model"]) for row in board["models"]}
+    names = {row["model"]: one_line(mark(row["model"])) for row in board["models"]}
     width = max(len(name) for name in names.values())
     for row in board["models"]:
         place = "" if row["rank"] is None else f"{row['rank']}. "

@@ -29,11 +29,12 @@ def render_markdown(board: dict) -> str:
     mark = canary_marker(board)
     tables = leaderboard_tables(board, mark)
     judges = board.get("comparison") == "judges"
-    lines = [f"# {title(board)}", ""]
+    # Every text that holds a name (run, comparison, judge) goes through md.
+    lines = [f"# {md(title(board))}", ""]
     for note in canary_notes(board):
-        lines += [f"**{note}**", ""]
+        lines += [f"**{md(note)}**", ""]
     for note in board_notes(board):
-        lines += [note if judges else f"**{note}**", ""]
+        lines += [md(note) if judges else f"**{md(note)}**", ""]
     lines += [method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
     lines += _md_table(*tables["models"])
     if not judges:
@@ -45,7 +46,7 @@ def render_markdown(board: dict) -> str:
         lines += _md_table(*position_table(board["positions"])) + [""]
     if board.get("modes") or board.get("modes_note"):
         lines += ["## Modes side by side", ""]
-        lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
+        lines += [f"**{md(board['modes_note'])}**", ""] if board.get("modes_note") else []
     if board.get("modes"):
         lines += [modes_text(board["modes"]), ""]
         lines += _md_table(*modes_table(board["modes"], board["confidence"], marked=True)) + [""]

@@ -28,6 +28,7 @@ from evalpipe.report.format import (
     lookup,
     loss4,
     md,
+    md_code,
     options_text,
     percent,
     plain,
@@ -123,7 +124,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 # -- summary.md ---------------------------------------------------------------------------------
 
 def render_markdown(summary: dict) -> str:
-    lines = [f"# evalpipe run `{summary['run']}`", ""]
+    lines = [f"# evalpipe run {md_code(summary['run'])}", ""]
     if summary["canaries"]["failed"]:  # before any number: the numbers mean nothing
         lines += [f"**WARNING: {stats.canary_warning(summary['canaries']['why'])}.**", ""]
     if summary["note"]:

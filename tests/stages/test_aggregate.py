@@ -511,3 +511,20 @@ def test_summary_numbers_are_rounded_everywhere():
     assert rounded == {"a": 0.1235, "b": [1.0, [2.7183, 3]], "c": None, "d": "x", "e": True,
                        "f": 7}
     assert type(rounded["b"][1][0]) is float
+
+
+def test_run_and_judge_names_do_not_break_summary_md(tmp_path):
+    """A run named `a|b*<script>`, a judge model `x_y*z`: shown as written, as code in the
+    title, escaped in the table (report/format.py: md_code, md)."""
+    paths = RunPaths(results=tmp_path / "results", run="a|b*<script>`")
+    write_jsonl(paths / "judge/scores.jsonl", HAND_MADE)
+    write_jsonl(paths / "judge/canaries.jsonl", [])
+    summary = judge_summary()
+    summary["judge"]["model"] = "x_y*z"
+    (paths / "judge/summary.json").write_text(json.dumps(summary))
+    config = load_config(None, IMPORTED)
+    run_stage(config, paths)
+    lines = (paths / "aggregate/summary.md").read_text().splitlines()
+    assert lines[0] == "# evalpipe run `` a|b*<script>` ``"
+    assert r"| model | x\_y\*z |" in lines
+    assert r"| options | seed=123, temperature=0, num\_ctx=2048 |" in lines
