@@ -122,6 +122,7 @@ class JudgeConfig:
     concurrency: int = 4
     repeats: int = 1  # ask k times with seeds seed, seed+1, ...
     canaries: bool = True
+    strict_canaries: bool = False  # a judge that fails its canaries is an error, not a warning
     mode: str = "single"  # "single" or "together" (all models' responses in one prompt)
     swap: bool = False  # together mode: judge again in reversed order
     cache: str = ""  # judgment cache (SQLite); empty = judge-cache.sqlite in the results folder

@@ -112,6 +112,22 @@ def book_judge(body: dict) -> str | StandInFailure:
                                "rubric's (Reference answer: / Response to grade:)")
 
 
+# What a judge that is not reading gives the judge stage's bad canaries (its empty-looking
+# replies, evalpipe/stages/judge.py EMPTY_LOOKING): high scores, the first as high as a copy of
+# the reference gets.
+FOOLED_SCORES = {"N/A": 100, "...": 90, "I don't know.": 80, "None": 70, "### Response:": 60}
+
+
+def fooled_by_canaries(body: dict) -> str | StandInFailure:
+    """The book judge (book prompt only), except that the empty-looking replies of the bad
+    canaries get FOOLED_SCORES: a judge that fails its canaries (good ones 100, bad ones 60
+    to 100)."""
+    book = parse_book_prompt(prompt_of(body))
+    if book is not None and book[1] in FOOLED_SCORES:
+        return str(FOOLED_SCORES[book[1]])
+    return book_judge(body)
+
+
 def together_entries(body: dict) -> list[dict] | None:
     """What the stand-in judge answers to a together prompt, as entries {response, score,
     reason} in label order (None when the prompt is not one): the mock judge's."""

@@ -24,11 +24,11 @@ from evalpipe.compare.leaderboard import add_single_mode, build_leaderboard
 from evalpipe.compare.load import load_models, read_run_config, single_mode_models
 from evalpipe.compare.markdown import render_markdown
 from evalpipe.compare.plots import write_plots
-from evalpipe.compare.text import board_notes
+from evalpipe.compare.text import board_notes, canary_marker, canary_notes
 from evalpipe.config import AggregateConfig, RunConfig, load_config
 from evalpipe.io import read_jsonl, write_json, write_text
 from evalpipe.records import DECIMALS, CompareError, check_same_test_items
-from evalpipe.report.format import interval, number
+from evalpipe.report.format import interval, number, one_line
 
 
 def judge_config_for(results: str | Path | None, runs: list[str], config_file: str | None,
@@ -133,14 +133,20 @@ def print_leaderboard(out: Path) -> None:
     judges = board.get("comparison") == "judges"
     if judges:
         print(f"compare: judge comparison of {len(board['models'])} runs holding the same "
-              f"responses to {board['items']} items{judged}, no ranking -> {out}/")
+              f"responses to {board['items']} items{judged}, no ranking -> {one_line(out)}/")
+        notes = canary_notes(board)
     else:
         print(f"compare: {len(board['models'])} models on {board['items']} items{judged} "
-              f"-> {out}/")
-        for note in board_notes(board):
-            print(f"  {note}")
-    width = max(len(row["model"]) for row in board["models"])
+              f"-> {one_line(out)}/")
+        notes = canary_notes(board) + board_notes(board)
+    # Names are printed through one_line: a line break or an escape sequence in a run's name
+    # must not break the table or drive the terminal.
+    for note in notes:
+        print(f"  {one_line(note)}")
+    mark = canary_marker(board)
+    names = {row["model"]: one_line(mark(row["model"])) for row in board["models"]}
+    width = max(len(name) for name in names.values())
     for row in board["models"]:
         place = "" if row["rank"] is None else f"{row['rank']}. "
-        print(f"  {place}{row['model']:<{width}}  mean {number(row['mean'])} "
+        print(f"  {place}{names[row['model']]:<{width}}  mean {number(row['mean'])} "
               f"{interval(row['ci'])}  ({row['counted']} of {row['items']} items scored)")

@@ -50,6 +50,9 @@ def model_row(model: ModelScores, bootstrap: AggregateConfig) -> dict:
         "overlap_mean": stats.mean([stats.token_f1(r.get("response"), r["output"])
                                     for r in model.records]),
         "judge": model.judge_identity(),
+        # The judge failed its canaries: its scores are not meaningful (docs/judge.md).
+        "canaries_failed": model.canary_failure is not None,
+        "canaries_why": model.canary_failure,
     }
 
 
@@ -223,13 +226,17 @@ def build_leaderboard(models: list[ModelScores], name: str, bootstrap: Aggregate
 def modes_side_by_side(together: list[ModelScores], single: list[ModelScores],
                        together_rows: list[dict], bootstrap: AggregateConfig) -> dict:
     """The same runs ranked by both modes (`modes` in leaderboard.json), in together order,
-    and the rank correlation of the two mean columns (None below 3 models or when constant)."""
+    with whether each run's own single-mode judge failed its canaries, and the rank
+    correlation of the two mean columns (None below 3 models or when constant)."""
     _, single_rows = ranked_rows(single, bootstrap)
     single_by_label = {row["model"]: row for row in single_rows}
     rows = [{"model": row["model"], "together_rank": row["rank"], "together_mean": row["mean"],
              "together_ci": row["ci"], "single_rank": single_by_label[row["model"]]["rank"],
              "single_mean": single_by_label[row["model"]]["mean"],
-             "single_ci": single_by_label[row["model"]]["ci"]} for row in together_rows]
+             "single_ci": single_by_label[row["model"]]["ci"],
+             "single_canaries_failed": single_by_label[row["model"]]["canaries_failed"],
+             "single_canaries_why": single_by_label[row["model"]]["canaries_why"]}
+            for row in together_rows]
     usable = [r for r in rows if r["together_mean"] is not None and r["single_mean"] is not None]
     correlation = paired.correlations([r["together_mean"] for r in usable],
                                       [r["single_mean"] for r in usable])

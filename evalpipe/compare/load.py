@@ -17,14 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalpipe import stats
 from evalpipe.config import JudgeConfig, RunConfig, load_config
 from evalpipe.io import read_json_object
 from evalpipe.records import (
+    CANARIES,
     FINETUNE_SUMMARY,
     JUDGE_SUMMARY,
     SCORES,
     STATES_WITH_SCORE,
     CompareError,
+    load_canaries,
     load_finetune_summary,
     load_judge_summary,
     load_scores,
@@ -44,6 +47,9 @@ class ModelScores:
     # How these scores were judged: the run's [judge] section, or the together judgment's.
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     judge_summary: dict = field(default_factory=dict)  # judge/summary.json, when present
+    # Why the judge failed its canaries (stats.canary_failure on judge/canaries.jsonl), None
+    # when it passed them or judged none (together mode has no canaries).
+    canary_failure: str | None = None
 
     @property
     def base_model(self) -> str | None:
@@ -117,6 +123,11 @@ def load_run(results: Path, run: str, config: RunConfig | None) -> ModelScores:
     if judge_summary_path.exists():
         model.judge_summary = load_judge_summary(judge_summary_path)
     model.finetune = _read_finetune(results, run, config)
+    # Read from the canaries themselves, not from judge/summary.json: a summary written before
+    # the verdict existed has none.
+    canaries_path = folder / CANARIES
+    if canaries_path.exists():
+        model.canary_failure = stats.canary_failure(load_canaries(canaries_path))
     return model
 
 

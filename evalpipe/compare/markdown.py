@@ -6,6 +6,8 @@ from evalpipe.compare.text import (
     NO_AGREEMENT,
     POSITION_TEXT,
     board_notes,
+    canary_marker,
+    canary_notes,
     correlation_text,
     leaderboard_tables,
     method_text,
@@ -24,11 +26,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_markdown(board: dict) -> str:
-    tables = leaderboard_tables(board)
+    mark = canary_marker(board)
+    tables = leaderboard_tables(board, mark)
     judges = board.get("comparison") == "judges"
-    lines = [f"# {title(board)}", ""]
+    # Every text that holds a name (run, comparison, judge) goes through md.
+    lines = [f"# {md(title(board))}", ""]
+    for note in canary_notes(board):
+        lines += [f"**{md(note)}**", ""]
     for note in board_notes(board):
-        lines += [note if judges else f"**{note}**", ""]
+        lines += [md(note) if judges else f"**{md(note)}**", ""]
     lines += [method_text(board), "", "## Scores by judge" if judges else "## Leaderboard", ""]
     lines += _md_table(*tables["models"])
     if not judges:
@@ -40,10 +46,10 @@ def render_markdown(board: dict) -> str:
         lines += _md_table(*position_table(board["positions"])) + [""]
     if board.get("modes") or board.get("modes_note"):
         lines += ["## Modes side by side", ""]
-        lines += [f"**{board['modes_note']}**", ""] if board.get("modes_note") else []
+        lines += [f"**{md(board['modes_note'])}**", ""] if board.get("modes_note") else []
     if board.get("modes"):
         lines += [modes_text(board["modes"]), ""]
-        lines += _md_table(*modes_table(board["modes"], board["confidence"])) + [""]
+        lines += _md_table(*modes_table(board["modes"], board["confidence"], marked=True)) + [""]
     lines += ["## Judge agreement", ""]
     lines += _md_table(*tables["agreement"]) if board["agreement"] else [NO_AGREEMENT]
     lines += ["", "## Plots", ""]

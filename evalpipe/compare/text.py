@@ -6,6 +6,9 @@ Everything is computed from leaderboard.json's dict (evalpipe/compare/leaderboar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from evalpipe import stats
 from evalpipe.compare.leaderboard import mixed_judges_text
 from evalpipe.records import STATES
 from evalpipe.report.format import interval, level, number
@@ -21,13 +24,55 @@ def _judge_text(identity: dict) -> str:
     return f"{identity['model']} ({identity['template']}, {identity['mode']})"
 
 
-def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """The tables Markdown and HTML share: header and text cells."""
+# -- a judge that failed its canaries --------------------------------------------------------------
+
+CANARIES_FAILED = " (canaries failed)"  # after the name of a judgment whose judge failed them
+
+
+def _unmarked(name: str) -> str:
+    return name
+
+
+def canary_marker(board: dict) -> Callable[[str], str]:
+    """name -> the name as the Markdown tables and the printed leaderboard show it: marked
+    CANARIES_FAILED when it stands for a judgment whose judge failed its canaries (a model
+    judged the board's way, its repeats in the agreement table, and, beside a together
+    ranking, its single-mode judgment in the agreement table: "<model> single"; modes_table
+    marks its own rows)."""
+    failed = {row["model"] for row in board["models"] if row.get("canaries_failed")}
+    for row in (board.get("modes") or {}).get("models", []):
+        if row.get("single_canaries_failed"):
+            failed.add(f"{row['model']} single")
+    for entry in board["agreement"]:
+        if entry["kind"] == "repeats" and entry["a"].rsplit(" repeat ", 1)[0] in failed:
+            failed |= {entry["a"], entry["b"]}
+    return lambda name: name + CANARIES_FAILED if name in failed else name
+
+
+def canary_notes(board: dict) -> list[str]:
+    """One note per judgment whose judge failed its canaries, to read before any number (in
+    leaderboard.md and the printed leaderboard; compare.html shows the flags its own way)."""
+    notes = [f"Run {row['model']}: {stats.canary_warning(row['canaries_why'])}."
+             for row in board["models"] if row.get("canaries_failed")]
+    notes += [f"Run {row['model']}, judged alone: "
+              f"{stats.canary_warning(row['single_canaries_why'])}."
+              for row in (board.get("modes") or {}).get("models", [])
+              if row.get("single_canaries_failed")]
+    return notes
+
+
+# -- the tables --------------------------------------------------------------------------------------
+
+def leaderboard_tables(board: dict, mark: Callable[[str], str] = _unmarked
+                       ) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The tables Markdown and HTML share: header and text cells; `mark` shows a name
+    (canary_marker: a judgment whose judge failed its canaries is marked so)."""
     ci = f"{level(board['confidence'])} CI"  # e.g. "95% CI"
     models = (
         ["rank", "model", "base model", "base test loss", "fine-tuned test loss", "mean score",
          ci, "scored", "empty", "unparseable", "error", "overlap (token F1)", "judge"],
-        [["n/a" if r["rank"] is None else str(r["rank"]), r["model"], r["base_model"] or "n/a",
+        [["n/a" if r["rank"] is None else str(r["rank"]), mark(r["model"]),
+          r["base_model"] or "n/a",
           number(r["base_test_loss"], 3), number(r["finetuned_test_loss"], 3),
           number(r["mean"]), interval(r["ci"]),
           *(str(r["states"][state]) for state in STATES),
@@ -35,7 +80,7 @@ def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]
     pairs = (
         ["a", "b", "items", "mean a", "mean b", "a - b", f"{level(board['confidence'])} paired CI",
          "Wilcoxon p", "a wins", "b wins", "ties"],
-        [[p["a"], p["b"], str(p["items"]), number(p["mean_a"]), number(p["mean_b"]),
+        [[mark(p["a"]), mark(p["b"]), str(p["items"]), number(p["mean_a"]), number(p["mean_b"]),
           number(p["mean_difference"]), interval(p["ci"]),
           number(p["wilcoxon"]["p_value"], 4), _share(p["wins"]["a_share"]),
           _share(p["wins"]["b_share"]), _share(p["wins"]["tie_share"])]
@@ -43,7 +88,7 @@ def leaderboard_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]
     agreement = (
         ["a", "b", "what differs", "items", "Pearson", "Spearman", "Kendall",
          "mean abs difference", "kappa (quadratic, bins of ten)"],
-        [[e["a"], e["b"], "; ".join(e["differs"]), str(e["items"]), number(e["pearson"], 3),
+        [[mark(e["a"]), mark(e["b"]), "; ".join(e["differs"]), str(e["items"]), number(e["pearson"], 3),
           number(e["spearman"], 3), number(e["kendall"], 3),
           number(e["mean_abs_difference"]), number(e["kappa_quadratic"], 3)]
          for e in board["agreement"]])
@@ -80,11 +125,18 @@ def position_table(positions: dict) -> tuple[list[str], list[list[str]]]:
               cell(row.get("effect"))] for row in positions["rows"]])
 
 
-def modes_table(modes: dict, confidence: float) -> tuple[list[str], list[list[str]]]:
+def modes_table(modes: dict, confidence: float, marked: bool = False
+                ) -> tuple[list[str], list[list[str]]]:
+    """The modes side by side; `marked`: a model whose single-mode judge failed its canaries
+    is marked CANARIES_FAILED (together mode has no canaries)."""
+    def name(row: dict) -> str:
+        failed = marked and row.get("single_canaries_failed")
+        return row["model"] + CANARIES_FAILED if failed else row["model"]
+
     ci = f"{level(confidence)} CI"
     return (["model", "together rank", "together mean", f"together {ci}", "single rank",
              "single mean", f"single {ci}"],
-            [[r["model"], str(r["together_rank"]), number(r["together_mean"]),
+            [[name(r), str(r["together_rank"]), number(r["together_mean"]),
               interval(r["together_ci"]), str(r["single_rank"]), number(r["single_mean"]),
               interval(r["single_ci"])] for r in modes["models"]])
 

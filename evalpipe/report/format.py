@@ -3,6 +3,8 @@ compare.html): one rule for rounding, intervals and Markdown escaping."""
 
 from __future__ import annotations
 
+import html
+import re
 from functools import partial
 
 
@@ -50,6 +52,35 @@ def options_text(value) -> str:
 score2, ratio3, loss4 = number, partial(number, decimals=3), partial(number, decimals=4)
 
 
+# What Markdown (CommonMark, GitHub's tables) would read as markup in a name: the backslash
+# itself, code, emphasis, strikethrough and a table's cell border.
+_MD_SPECIAL = re.compile(r"([\\`*_~|])")
+# A link or an image closes its text with "](" (inline) or "][" (reference): escaping that "]"
+# leaves none, while a lone "[0.50, 0.60]" stays as it is.
+_LINK_CLOSE = re.compile(r"\](?=[(\[])")
+
+
 def md(text) -> str:
-    """Text for a Markdown table cell: pipes escaped, on one line."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text for Markdown (a table cell, a heading, a note), shown as written: on one line,
+    Markdown's markup characters backslash-escaped, and &, <, > as HTML entities, so that a
+    name such as `a|b*<script>` neither breaks a table nor injects markup or HTML."""
+    text = " ".join(str(text).splitlines())
+    text = html.escape(text, quote=False)
+    return _LINK_CLOSE.sub(r"\\]", _MD_SPECIAL.sub(r"\\\1", text))
+
+
+def md_code(text) -> str:
+    """Text as inline code, on one line: fenced by one backtick more than its longest run of
+    backticks (and padded with a space when it starts or ends with one), so that no name can
+    close the code span early. Inside code nothing else is markup."""
+    text = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def one_line(text) -> str:
+    """Text for a terminal line: every character that is not printable (a line break, a tab,
+    an escape sequence's ESC) shown as its Python escape, so that a name cannot break the
+    printed table or drive the terminal."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from evalpipe import stats
 from evalpipe.records import STATES
 from evalpipe.report.format import (
     interval,
@@ -32,6 +33,7 @@ from evalpipe.report.format import (
     lookup,
     loss4,
     md,
+    md_code,
     options_text,
     percent,
     plain,
@@ -44,7 +46,8 @@ from evalpipe.report.html import SORTABLE_CSS, SORTABLE_SCRIPT, embedded_png, es
 
 def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     """(section, label, key, shown text) for every number worth a line. A section that is null
-    in summary.json (no canaries, no repeats, no fine-tuning) gets one line saying so."""
+    in summary.json (no canaries: canaries.good, no repeats, no fine-tuning) gets one line
+    saying so."""
     score = summary["score"]
     confidence = level(score["confidence"])
     sections: list[tuple[str, str | None, str, list[tuple[str, str, Callable]]]] = [
@@ -76,7 +79,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
             ("Spearman of length with score (items the judge read)",
              "length.spearman_with_score", ratio3),
         ]),
-        ("Canaries (known answers)", "canaries", "no canaries in this run", [
+        ("Canaries (known answers)", "canaries.good", "no canaries in this run", [
             ("good canaries (the reference itself)", "canaries.good.count", plain),
             ("good: mean score", "canaries.good.mean", score2),
             ("good: lowest score", "canaries.good.min", plain),
@@ -115,7 +118,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
     ]
     rows = []
     for title, optional_key, absent_text, lines in sections:
-        if optional_key is not None and summary[optional_key] is None:
+        if optional_key is not None and lookup(summary, optional_key) is None:
             rows.append((title, "", optional_key, absent_text))
             continue
         for label, key, show in lines:
@@ -126,7 +129,9 @@ def summary_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 # -- summary.md ---------------------------------------------------------------------------------
 
 def render_markdown(summary: dict) -> str:
-    lines = [f"# evalpipe run `{summary['run']}`", ""]
+    lines = [f"# evalpipe run {md_code(summary['run'])}", ""]
+    if summary["canaries"]["failed"]:  # before any number: the numbers mean nothing
+        lines += [f"**WARNING: {stats.canary_warning(summary['canaries']['why'])}.**", ""]
     if summary["note"]:
         lines += [f"**{summary['note']}**: the judge gave no usable score to any item.", ""]
     if summary.get("judge_incomplete"):

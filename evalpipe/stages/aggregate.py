@@ -107,6 +107,8 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     if summary["judge_incomplete"]:
         print(f"aggregate: {summary['judge_incomplete']}: the judgments in error are left out of "
               "the numbers; 'evalpipe judge' asks for them again")
+    if summary["canaries"]["failed"]:
+        print(f"aggregate: WARNING: {stats.canary_warning(summary['canaries']['why'])}")
     score = summary["score"]
     if score["mean"] is None:
         print(f"aggregate: {summary['items']} items, {NO_SCORED_ITEMS}; see {out / 'report.html'}")

@@ -88,8 +88,14 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 def config_key(config: RunConfig) -> dict:
     # How fast and where the judge is asked does not change its answers; mode and swap are
     # together mode's (evalpipe/judging/together.py), which this stage refuses.
-    ignored = ("concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
-               "pull", "mode", "swap")
+    ignored = ["concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
+               "pull", "mode", "swap"]
+    # strict_canaries decides no score, but turning it on must check outputs judged without
+    # it: on, it is part of the key (the stage reruns, from the judgment cache, and fails there
+    # if the canaries failed); off, the default, it is left out, so that runs judged before the
+    # setting existed stay up to date.
+    if not config.judge.strict_canaries:
+        ignored.append("strict_canaries")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
 
 
@@ -192,6 +198,16 @@ def run(config: RunConfig, paths: RunPaths) -> None:
         print(f"judge: {len(errors)} items ended in error (first: id {errors[0]['id']}: "
               f"{errors[0]['error']}); the judge is incomplete: 'evalpipe judge' asks for "
               "them again, the rest comes from the judgment cache")
+    why = summary["canaries"]["why"]
+    if why is not None:
+        # The outputs are written first: nothing is lost, and with strict_canaries off the
+        # next run reads every judgment from the cache.
+        if settings.strict_canaries:
+            raise EvalpipeError(f"judge: {stats.canary_warning(why)}, and "
+                                f"judge.strict_canaries is true; judge/{SCORES}, {CANARIES} and "
+                                f"{SUMMARY} are written and every judgment is in the "
+                                "judgment cache")
+        print(f"judge: WARNING: {stats.canary_warning(why)}")
 
 
 def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict[str, dict],
@@ -225,13 +241,17 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
 
 def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: list[dict],
                  *, seconds: float) -> dict:
-    """summary.json (docs/records.md): counts per state, who judged, how, the canaries."""
+    """summary.json (docs/records.md): counts per state, who judged, how, the canaries (and
+    whether the judge failed them)."""
     canary_summary = {"enabled": settings.canaries}
     for kind in ("good", "bad"):
         of_kind = [c for c in canaries if c["canary"] == kind]
         canary_summary[f"{kind}_mean"] = rounded_mean(
             [c["score"] for c in of_kind if c["state"] == "scored"], 2)
         canary_summary[kind] = stats.state_counts(of_kind)
+    # Whether the judge failed its canaries, and why (docs/judge.md, "Canaries").
+    why = stats.canary_failure(canaries)
+    canary_summary.update(failed=why is not None, why=why)
     # Records (items and canaries) whose judgment was read from the cache, not asked.
     cache_hits = sum(bool(r["cached"]) for r in scored + canaries)
     # Records (items and canaries) with a judgment in error: the judge is incomplete, and the

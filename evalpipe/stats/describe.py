@@ -181,25 +181,67 @@ def self_consistency(repeat_scores: Sequence[Sequence[int | None]]) -> dict | No
             "share_differ": differ / len(sds)}
 
 
-def canary_summary(canaries: Sequence[dict]) -> dict | None:
+def canary_summary(canaries: Sequence[dict]) -> dict:
     """Scores of the known answers (docs/records.md, judge/canaries.jsonl): per kind (`good`:
     the reference itself, should score high; `bad`: an empty-looking reply, should score
-    near 0) the count, how many got a score, and the mean, min and max of those scores; and
-    `separated`: whether every good canary scored above every bad one (None when a kind has no
-    score). None when there are no canaries."""
+    near 0) the count, how many the judge scored (state `scored`), and the mean, min and max
+    of those scores; `separated`: whether every scored good canary is above every scored bad
+    one (None when a kind has no score); and the verdict of `canary_failure`: `failed` and
+    `why`. Without canaries the kinds are None and nothing failed."""
     if not canaries:
-        return None
+        return {"good": None, "bad": None, "separated": None, "failed": False, "why": None}
     summary: dict = {}
     for kind in ("good", "bad"):
-        of_kind = [c for c in canaries if c.get("canary") == kind]
-        scores = [c["score"] for c in of_kind if c.get("score") is not None]
-        summary[kind] = {"count": len(of_kind), "scored": len(scores), "mean": mean(scores),
+        scores = _scored_canaries(canaries, kind)
+        summary[kind] = {"count": sum(c.get("canary") == kind for c in canaries),
+                         "scored": len(scores), "mean": mean(scores),
                          "min": min(scores) if scores else None,
                          "max": max(scores) if scores else None}
     good, bad = summary["good"], summary["bad"]
     summary["separated"] = (good["min"] > bad["max"]
                             if good["scored"] and bad["scored"] else None)
-    return summary
+    why = canary_failure(canaries)
+    return {**summary, "failed": why is not None, "why": why}
+
+
+def _scored_canaries(canaries: Sequence[dict], kind: str) -> list:
+    return [c["score"] for c in canaries if c.get("canary") == kind and c.get("state") == "scored"]
+
+
+def canary_failure(canaries: Sequence[dict]) -> str | None:
+    """Why the judge failed its canaries, or None when it passed (or there are none). The
+    rule (docs/judge.md, "Canaries"): only canaries the judge scored (state `scored`) are
+    compared, and the lowest good score must be above the highest bad score. A kind with no
+    scored canary at all (every one unparseable, in error or empty) fails: then nothing shows
+    that the judge tells the two apart."""
+    if not canaries:
+        return None
+    scores = {kind: _scored_canaries(canaries, kind) for kind in ("good", "bad")}
+    unscored = []
+    for kind, scored in scores.items():
+        if not scored:
+            counts = state_counts([c for c in canaries if c.get("canary") == kind])
+            states = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+            unscored.append(f"no {kind} canary was scored ({states or 'there is none'})")
+    if unscored:
+        return (", ".join(unscored) + ", so nothing shows that the judge tells a good answer "
+                "from a bad one")
+    lowest_good, highest_bad = min(scores["good"]), max(scores["bad"])
+    if lowest_good > highest_bad:
+        return None
+    return (f"good canaries {_one_decimal(mean(scores['good']))} on average, bad ones "
+            f"{_one_decimal(mean(scores['bad']))}: the lowest good canary, {lowest_good:g}, is "
+            f"not above the highest bad one, {highest_bad:g}")
+
+
+def _one_decimal(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def canary_warning(why: str) -> str:
+    """The sentence every output that flags a failed judge carries (the judge's and the
+    aggregate's printed warning, summary.md, compare's notes)."""
+    return f"the judge failed its canaries ({why}); its scores are not meaningful"
 
 
 # -- writing numbers down -----------------------------------------------------------------------

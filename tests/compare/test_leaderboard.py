@@ -114,17 +114,18 @@ def test_leaderboard_of_three_runs(tmp_path):
          "base_test_loss": 3.5, "finetuned_test_loss": 0.6, "items": 4,
          "states": {"scored": 4, "empty": 0, "unparseable": 0, "error": 0}, "counted": 4,
          "mean": 70.0, "ci": ci4([90, 100, 10, 80], 500, 9), "overlap_mean": 0.75,
-         "judge": judge},
+         "judge": judge, "canaries_failed": False, "canaries_why": None},
         {"rank": 2, "model": "c", "run": "c", "base_model": "models/my-gpt2.safetensors",
          "base_test_loss": 3.7, "finetuned_test_loss": 0.7, "items": 4,
          "states": {"scored": 3, "empty": 0, "unparseable": 0, "error": 1}, "counted": 3,
          "mean": 66.6667, "ci": ci4([60, 90, 50], 500, 9),
-         "overlap_mean": round((4 / 7 + 2) / 4, 4), "judge": judge},
+         "overlap_mean": round((4 / 7 + 2) / 4, 4), "judge": judge,
+         "canaries_failed": False, "canaries_why": None},
         {"rank": 3, "model": "b", "run": "b", "base_model": "gpt2",
          "base_test_loss": 3.6, "finetuned_test_loss": 0.9, "items": 4,
          "states": {"scored": 2, "empty": 1, "unparseable": 1, "error": 0}, "counted": 3,
          "mean": 43.3333, "ci": ci4([60, 0, 70], 500, 9), "overlap_mean": 0.4375,
-         "judge": judge},
+         "judge": judge, "canaries_failed": False, "canaries_why": None},
     ]
     # Pairs in rank order, on the items both have a score for (items 0-2: c's item 3 is an
     # error, b's unparseable).

@@ -310,6 +310,38 @@ def test_both_modes_side_by_side(runs, capsys):
     assert len(cards.positions) == 26  # every scored response, none for the empty ones
 
 
+def test_together_mode_has_no_canaries_but_a_failed_single_mode_judge_is_marked(runs, capsys):
+    """Together mode asks no canaries, so its ranking is never flagged; the runs' own
+    single-mode judgments set beside it are, when their judge failed its canaries."""
+    with OllamaStandIn(together_judge) as standin:
+        for model in MODELS:
+            assert main(["judge", "--config", str(runs / model / "config.toml"), "--run", model,
+                         "--set", f"judge.host={standin.url}",
+                         "--set", "judge.canaries=false"]) == 0
+        # b's own judge failed its canaries (written here: the stand-in reads well).
+        (runs / "b/judge/canaries.jsonl").write_text(
+            json.dumps({"canary": "good", "item_id": "x", "state": "scored", "score": 20}) + "\n"
+            + json.dumps({"canary": "bad", "item_id": "x", "state": "scored", "score": 80})
+            + "\n")
+        capsys.readouterr()
+        assert compare(standin.url) == 0
+    why = ("good canaries 20 on average, bad ones 80: the lowest good canary, 20, is not above "
+           "the highest bad one, 80")
+    note = f"Run b, judged alone: the judge failed its canaries ({why}); its scores are not " \
+           "meaningful."
+    board = json.loads((runs / OUT / "leaderboard.json").read_text())
+    assert [row["canaries_failed"] for row in board["models"]] == [False, False, False]
+    assert [(r["model"], r["single_canaries_failed"], r["single_canaries_why"])
+            for r in board["modes"]["models"]] == [("a", False, None), ("c", False, None),
+                                                   ("b", True, why)]
+    assert f"  {note}\n" in capsys.readouterr().out
+    markdown = (runs / OUT / "leaderboard.md").read_text()
+    assert f"\n**{note}**\n" in markdown
+    assert "\n| b (canaries failed) | 3 | 53.60 |" in markdown  # the modes table
+    assert "\n| b together | b single (canaries failed) | " in markdown  # the agreement table
+    assert "\n| 3 | b | " in markdown  # the together ranking itself is not flagged
+
+
 def test_single_mode_rankings_by_different_judges_are_not_set_beside(runs, capsys):
     """The single-mode ranking beside a together one is a ranking too: when the runs' own
     judgments were made by different judges it is left out, or marked mixed on request."""

@@ -182,7 +182,8 @@ def test_summary_of_a_hand_made_run(tmp_path):
         # tokens 7, 9, 4 -> ranks [2, 3, 1] against [3, 1, 2]: 1 - 6*6/24 = -0.5
         "length": {"measure": "response_tokens", "mean": 3.8333,
                    "spearman_with_score": -0.5, "spearman_n": 3},
-        "canaries": None,
+        "canaries": {"good": None, "bad": None, "separated": None, "failed": False,
+                     "why": None},
         "self_consistency": None,
         "finetune": None,
         "judge": {"backend": "ollama", "model": "llama3", "digest": "d1", "template": "book",
@@ -246,7 +247,7 @@ def test_report_shows_summary_json_and_every_item_once(tmp_path):
     for key in ("items", "states.scored", "states.empty", "states.unparseable", "states.error",
                 "score.n", "score.mean", "score.median", "score.sd", "score.ci",
                 "book_average.average", "overlap_f1.mean", "overlap_f1.spearman_with_score",
-                "length.spearman_with_score", "canaries", "self_consistency", "finetune",
+                "length.spearman_with_score", "canaries.good", "self_consistency", "finetune",
                 "judge.backend", "judge.model", "judge.digest", "judge.options"):
         assert key in report.values, key
     assert report.values["score.mean"] == [37.5]
@@ -344,7 +345,7 @@ def test_repeats_and_canaries(tmp_path):
     assert summary["canaries"] == {
         "good": {"count": 2, "scored": 2, "mean": 92.5, "min": 85, "max": 100},
         "bad": {"count": 2, "scored": 1, "mean": 20.0, "min": 20, "max": 20},
-        "separated": True}
+        "separated": True, "failed": False, "why": None}
 
     text, report = read_report(paths)
     assert_numbers_match(report, summary)
@@ -383,7 +384,28 @@ def test_empty_items_do_not_count_as_consistent_repeats(tmp_path):
 def test_without_canaries_the_stage_does_not_ask_for_them(tmp_path):
     config, paths = judged_run(tmp_path, HAND_MADE, overrides=[*IMPORTED, "judge.canaries=false"])
     (paths / "judge/canaries.jsonl").unlink()
-    assert run_stage(config, paths)["canaries"] is None
+    assert run_stage(config, paths)["canaries"] == {
+        "good": None, "bad": None, "separated": None, "failed": False, "why": None}
+    assert "no canaries in this run" in (paths / "aggregate/summary.md").read_text()
+
+
+def test_a_judge_that_failed_its_canaries_is_flagged_at_the_top(tmp_path, capsys):
+    """No bad canary was scored: nothing shows the judge can tell good from bad."""
+    canaries = [{"canary": "good", "item_id": "a1", "state": "scored", "score": 100},
+                {"canary": "bad", "item_id": "a1", "state": "unparseable", "score": None},
+                {"canary": "bad", "item_id": "a2", "state": "error", "score": None}]
+    config, paths = judged_run(tmp_path, HAND_MADE, canaries=canaries)
+    summary = run_stage(config, paths)
+    why = ("no bad canary was scored (1 unparseable, 1 error), so nothing shows that the judge "
+           "tells a good answer from a bad one")
+    assert summary["canaries"] == {
+        "good": {"count": 1, "scored": 1, "mean": 100.0, "min": 100, "max": 100},
+        "bad": {"count": 2, "scored": 0, "mean": None, "min": None, "max": None},
+        "separated": None, "failed": True, "why": why}
+    warning = f"the judge failed its canaries ({why}); its scores are not meaningful"
+    lines = (paths / "aggregate/summary.md").read_text().splitlines()
+    assert lines[:4] == ["# evalpipe run `r`", "", f"**WARNING: {warning}.**", ""]
+    assert f"aggregate: WARNING: {warning}\n" in capsys.readouterr().out
 
 
 def test_a_fine_tuned_run_shows_its_losses(tmp_path):
@@ -510,3 +532,20 @@ def test_summary_numbers_are_rounded_everywhere():
     assert rounded == {"a": 0.1235, "b": [1.0, [2.7183, 3]], "c": None, "d": "x", "e": True,
                        "f": 7}
     assert type(rounded["b"][1][0]) is float
+
+
+def test_run_and_judge_names_do_not_break_summary_md(tmp_path):
+    """A run named `a|b*<script>`, a judge model `x_y*z`: shown as written, as code in the
+    title, escaped in the table (report/format.py: md_code, md)."""
+    paths = RunPaths(results=tmp_path / "results", run="a|b*<script>`")
+    write_jsonl(paths / "judge/scores.jsonl", HAND_MADE)
+    write_jsonl(paths / "judge/canaries.jsonl", [])
+    summary = judge_summary()
+    summary["judge"]["model"] = "x_y*z"
+    (paths / "judge/summary.json").write_text(json.dumps(summary))
+    config = load_config(None, IMPORTED)
+    run_stage(config, paths)
+    lines = (paths / "aggregate/summary.md").read_text().splitlines()
+    assert lines[0] == "# evalpipe run `` a|b*<script>` ``"
+    assert r"| model | x\_y\*z |" in lines
+    assert r"| options | seed=123, temperature=0, num\_ctx=2048 |" in lines

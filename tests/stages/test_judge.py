@@ -25,6 +25,7 @@ from standins import (
     OpenAIStandIn,
     StandInFailure,
     book_judge,
+    fooled_by_canaries,
     parse_book_prompt,
     parse_rubric_prompt,
     prompt_of,
@@ -196,7 +197,8 @@ def test_every_item_ends_in_one_state_with_the_exact_record(run, capsys):
                      "good_mean": 100.0,
                      "good": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0},
                      "bad_mean": 0.0,
-                     "bad": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0}},
+                     "bad": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0},
+                     "failed": False, "why": None},
         "cache_hits": 0,
         "errors": 1,
     }
@@ -236,7 +238,96 @@ def test_no_canaries_still_writes_an_empty_canaries_file(run):
     assert summary["canaries"] == {
         "enabled": False, "good_mean": None, "bad_mean": None,
         "good": {"scored": 0, "empty": 0, "unparseable": 0, "error": 0},
-        "bad": {"scored": 0, "empty": 0, "unparseable": 0, "error": 0}}
+        "bad": {"scored": 0, "empty": 0, "unparseable": 0, "error": 0},
+        "failed": False, "why": None}
+
+
+# -- a judge that fails its canaries ---------------------------------------------------------------
+
+# fooled_by_canaries: the good canaries (the reference itself) get 100, the bad ones (N/A, ...,
+# I don't know., None, ### Response:) 100, 90, 80, 70, 60.
+FOOLED_WHY = ("good canaries 100 on average, bad ones 80: the lowest good canary, 100, is not "
+              "above the highest bad one, 100")
+FOOLED_WARNING = f"the judge failed its canaries ({FOOLED_WHY}); its scores are not meaningful"
+
+
+def test_a_judge_that_fails_its_canaries_is_flagged(run, capsys):
+    with OllamaStandIn(fooled_by_canaries) as standin:
+        assert run("evaluate", standin.url) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary_line = next(i for i, line in enumerate(out) if line.startswith("judge: 10 items"))
+    assert out[summary_line:summary_line + 2] == [
+        "judge: 10 items: 7 scored, 3 empty, 0 unparseable, 0 error; canaries: good mean 100, "
+        "bad mean 80; 0 from the judgment cache",
+        f"judge: WARNING: {FOOLED_WARNING}"]
+    assert f"aggregate: WARNING: {FOOLED_WARNING}" in out
+
+    judge_summary = json.loads((run.root / "judge/summary.json").read_text())
+    assert judge_summary["canaries"] == {
+        "enabled": True, "good_mean": 100.0,
+        "good": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0},
+        "bad_mean": 80.0, "bad": {"scored": 5, "empty": 0, "unparseable": 0, "error": 0},
+        "failed": True, "why": FOOLED_WHY}
+    summary = json.loads((run.root / "aggregate/summary.json").read_text())
+    assert (summary["canaries"]["failed"], summary["canaries"]["why"]) == (True, FOOLED_WHY)
+    assert summary["canaries"]["separated"] is False
+    markdown = (run.root / "aggregate/summary.md").read_text().splitlines()
+    assert markdown[:4] == ["# evalpipe run `r`", "", f"**WARNING: {FOOLED_WARNING}.**", ""]
+
+
+def test_a_judge_that_passes_its_canaries_is_not_flagged(run, capsys):
+    with OllamaStandIn(book_judge) as standin:
+        assert run("evaluate", standin.url, "judge.strict_canaries=true") == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out
+    for stage in ("judge", "aggregate"):
+        canaries = json.loads((run.root / f"{stage}/summary.json").read_text())["canaries"]
+        assert (canaries["failed"], canaries["why"]) == (False, None)
+    assert "WARNING" not in (run.root / "aggregate/summary.md").read_text()
+
+
+def test_without_canaries_nothing_fails(run, capsys):
+    with OllamaStandIn(fooled_by_canaries) as standin:
+        assert run("evaluate", standin.url, "judge.canaries=false",
+                   "judge.strict_canaries=true") == 0
+    assert "WARNING" not in capsys.readouterr().out
+    for stage in ("judge", "aggregate"):
+        canaries = json.loads((run.root / f"{stage}/summary.json").read_text())["canaries"]
+        assert (canaries["failed"], canaries["why"]) == (False, None)
+
+
+def test_strict_canaries_writes_the_outputs_then_fails(run, capsys):
+    with OllamaStandIn(fooled_by_canaries) as standin:
+        assert run("evaluate", standin.url, "judge.strict_canaries=true") == 1
+        captured = capsys.readouterr()
+        assert captured.err.splitlines()[-1] == (
+            f"evalpipe: error: judge: {FOOLED_WARNING}, and judge.strict_canaries is true; "
+            "judge/scores.jsonl, canaries.jsonl and summary.json are written and every "
+            "judgment is in the judgment cache")
+        assert "WARNING" not in captured.out  # the error says it
+        # Nothing is lost: the outputs are there, the stage is not done, aggregate did not run.
+        assert len(read_jsonl(run.root / "judge/scores.jsonl")) == 10
+        assert json.loads((run.root / "judge/summary.json").read_text())["canaries"]["failed"]
+        assert not (run.root / "judge/manifest.json").exists()
+        assert not (run.root / "judge/scores.partial.jsonl").exists()
+        assert not (run.root / "aggregate").exists()
+
+        # Strict off: the judge runs again from the judgment cache, asking nothing.
+        before = len(standin.requests)
+        assert run("evaluate", standin.url) == 0
+        out = capsys.readouterr().out
+        assert len(standin.requests) == before
+        assert "canaries: good mean 100, bad mean 80; 17 from the judgment cache\n" in out
+        assert f"judge: WARNING: {FOOLED_WARNING}\n" in out
+
+        # A judge already done with failed canaries: turning strict on makes the stage stale,
+        # and the rerun (from the cache) fails.
+        assert status_of(run, capsys, standin.url, "judge.strict_canaries=true")["judge"] == (
+            "stale    configuration changed: strict_canaries")
+        assert run("judge", standin.url, "judge.strict_canaries=true") == 1
+        assert len(standin.requests) == before
+        # The failed run left no manifest: the next run judges again (from the cache).
+        assert status_of(run, capsys, standin.url)["judge"] == "missing  never run"
 
 
 def test_options_and_request_shape(run):

@@ -178,7 +178,7 @@ def test_canary_summary_by_hand():
     assert stats.canary_summary(canaries) == {
         "good": {"count": 3, "scored": 2, "mean": 95.0, "min": 90, "max": 100},
         "bad": {"count": 2, "scored": 2, "mean": 20.0, "min": 10, "max": 30},
-        "separated": True,
+        "separated": True, "failed": False, "why": None,
     }
 
 
@@ -191,4 +191,60 @@ def test_canaries_not_separated_and_missing():
     summary = stats.canary_summary(no_bad_score)
     assert summary["separated"] is None
     assert summary["bad"] == {"count": 1, "scored": 0, "mean": None, "min": None, "max": None}
-    assert stats.canary_summary([]) is None
+    # No canaries (judge.canaries = false): nothing to show, and nothing failed.
+    assert stats.canary_summary([]) == {"good": None, "bad": None, "separated": None,
+                                        "failed": False, "why": None}
+
+
+def canary(kind, state, score=None):
+    return {"canary": kind, "state": state, "score": score}
+
+
+def test_a_judge_fails_its_canaries_when_a_good_one_is_not_above_every_bad_one():
+    # The case: the small in-process judge scored the empty-looking replies higher.
+    fooled = [canary("good", "scored", s) for s in (20, 30, 40, 50, 58)] + [
+        canary("bad", "scored", s) for s in (80, 70, 60, 50, 38)]
+    why = ("good canaries 39.6 on average, bad ones 59.6: the lowest good canary, 20, is not "
+           "above the highest bad one, 80")
+    assert stats.canary_failure(fooled) == why
+    summary = stats.canary_summary(fooled)
+    assert (summary["separated"], summary["failed"], summary["why"]) == (False, True, why)
+    # A tie is no separation either.
+    tie = [canary("good", "scored", 90), canary("good", "scored", 50),
+           canary("bad", "scored", 50), canary("bad", "scored", 0)]
+    assert stats.canary_failure(tie) == (
+        "good canaries 70 on average, bad ones 25: the lowest good canary, 50, is not above "
+        "the highest bad one, 50")
+
+
+def test_only_scored_canaries_are_compared():
+    # An unparseable bad canary and a good one in error are left out; the rest separate.
+    passed = [canary("good", "scored", 60), canary("good", "error"),
+              canary("bad", "scored", 10), canary("bad", "unparseable")]
+    assert stats.canary_failure(passed) is None
+    assert stats.canary_summary(passed)["failed"] is False
+    # An empty canary carries the rule's 0, not a judgment: left out too.
+    assert stats.canary_failure([canary("good", "scored", 60), canary("bad", "scored", 5),
+                                 canary("good", "empty", 0)]) is None
+
+
+def test_a_kind_without_any_scored_canary_fails():
+    no_bad = [canary("good", "scored", 90), canary("bad", "unparseable"),
+              canary("bad", "unparseable"), canary("bad", "error")]
+    assert stats.canary_failure(no_bad) == (
+        "no bad canary was scored (2 unparseable, 1 error), so nothing shows that the judge "
+        "tells a good answer from a bad one")
+    neither = [canary("good", "error"), canary("bad", "error")]
+    assert stats.canary_failure(neither) == (
+        "no good canary was scored (1 error), no bad canary was scored (1 error), so nothing "
+        "shows that the judge tells a good answer from a bad one")
+    assert stats.canary_summary(neither)["failed"] is True
+
+
+def test_no_canaries_no_failure():
+    assert stats.canary_failure([]) is None
+
+
+def test_the_warning_sentence():
+    assert stats.canary_warning("why") == (
+        "the judge failed its canaries (why); its scores are not meaningful")
