@@ -996,8 +996,9 @@ def test_a_judge_server_that_is_down_is_one_line(run, capsys):
 
 
 def test_a_missing_model_is_one_line(run, capsys):
+    """With judge.pull = false (tests/judging/test_pull.py: the default pulls it)."""
     with OllamaStandIn(scripted, models={"mistral:latest": "0" * 64}) as standin:
-        assert run("judge", standin.url) == 1
+        assert run("judge", standin.url, "judge.pull=false") == 1
         assert standin.requests == []
     assert capsys.readouterr().err == (
         f"evalpipe: error: judge: Ollama at {standin.url} has no model 'llama3': "
