@@ -165,7 +165,7 @@ def cpu_has_fast_bf16(cpuinfo: str) -> bool:
 def device_check(config: RunConfig, cpuinfo: str | None = None) -> Check:
     """The device fine-tuning runs on (finetune.device), and whether bf16 is fast there."""
     try:
-        import torch  # noqa: F401
+        import torch  # only to find out whether it is installed
 
         from evalpipe.gpt2.runtime import resolve_device
     except ImportError:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from standins import OllamaStandIn, book_judge, unused_url
+from standins import OllamaStandIn, book_judge, together_judge, unused_url
 
 from evalpipe.cli import main
 from evalpipe.config import load_config
@@ -120,6 +120,23 @@ def test_a_ready_judge_is_one_line_and_a_finished_run_needs_no_judge(
     assert "cannot reach Ollama" in one_error_line(capsys)
 
 
+def test_bases_judged_together_check_the_judge_only_while_the_judgment_is_due(
+        run_env, instruction_data, book_responses, gpt2_tokenizer, capsys):
+    settings = [f"data.source={instruction_data}", f"generate.from_file={book_responses}",
+                'model.bases=["random", "gpt2"]', 'judge.mode="together"']
+    with OllamaStandIn(together_judge) as server:
+        assert command("evaluate", *settings, f"judge.host={server.url}") == 0
+        assert capsys.readouterr().out.startswith(
+            f"judge: llama3:latest (digest {STANDIN_DIGEST[:12]}) at {server.url} is ready\n"
+            "== run first--random")
+        url = server.url
+    assert command("evaluate", *settings, f"judge.host={url}") == 0
+    assert "together: up to date" in capsys.readouterr().out
+    # A change of judge settings makes the together judgment due: the check stops it.
+    assert command("evaluate", *settings, f"judge.host={url}", "judge.swap=true") == 1
+    assert "cannot reach Ollama" in one_error_line(capsys)
+
+
 # -- 3. evalpipe doctor -------------------------------------------------------------------------
 
 def expected_head() -> list[str]:
@@ -149,8 +166,8 @@ def test_doctor_smoke_config_with_a_judge_is_ready(run_env, instruction_data, gp
         f"ok       tokenizer    GPT-2's vocab.bpe and encoder.json in {cache}",
         f"ok       data         {instruction_data}",
         "ok       base random  random weights: nothing to download",
-        f"ok       judge        llama3:latest (digest {STANDIN_DIGEST[:12]}) at {ollama.url} "
-        "is ready",
+        f"ok       judge        llama3:latest (digest {STANDIN_DIGEST[:12]}) at {ollama.url}"
+        + " is ready",
     ]
     # The smoke model's 3.3 million parameters, 16 bytes each: 53 MB.
     assert re.fullmatch(r"ok       disk         \d+\.\d GB free for "
