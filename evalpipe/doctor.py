@@ -268,7 +268,7 @@ def base_check(spec: str, revision: str = "", cache_dir: str | Path | None = Non
         return Check(what, True, f"{repo_id} in the Hugging Face cache")
     at = f" --revision {revision}" if revision else ""
     return Check(what, False, f"{repo_id}: {' and '.join(missing)} not in the Hugging Face cache",
-                 f"huggingface-cli download {repo_id}{at}")
+                 f"huggingface-cli download {repo_id} {' '.join(missing)}{at}")
 
 
 def disk_check(results: Path, needed: int, free: int | None = None) -> Check:

@@ -248,9 +248,9 @@ def test_base_weights_are_looked_for_in_the_hugging_face_cache(tmp_path, monkeyp
     assert base_check("gpt2-medium", cache_dir=cache) == Check(
         "base gpt2-medium", False, "openai-community/gpt2-medium: config.json and "
         "model.safetensors not in the Hugging Face cache",
-        "huggingface-cli download openai-community/gpt2-medium")
+        "huggingface-cli download openai-community/gpt2-medium config.json model.safetensors")
     assert base_check("hf:me/mine", "v2", cache_dir=cache).fix == \
-        "huggingface-cli download me/mine --revision v2"
+        "huggingface-cli download me/mine config.json model.safetensors --revision v2"
     # The cache's layout: refs/main names the commit, snapshots/<commit>/ holds the files.
     repo = cache / "models--openai-community--gpt2-medium"
     commit = "a" * 40
