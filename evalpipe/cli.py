@@ -165,7 +165,6 @@ def dispatch(args: argparse.Namespace) -> int:
     remembered = remember_import(config, paths, given)
     if args.command == "doctor":
         return doctor(config, paths)
-    check_judge_first(args, config, paths)
     pipeline = Pipeline(config, paths)
 
     if args.command == "status":
@@ -180,6 +179,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if remembered:
         print(remembered)
+    check_judge_first(args, config, paths)
     target = "aggregate" if args.command == "evaluate" else args.command
     pipeline.ensure(target, force=getattr(args, "force", False))
     return 0
@@ -223,11 +223,15 @@ def check_judge_first(args: argparse.Namespace, config, paths) -> None:
     digest on every host), so a judge that is not there stops the command in seconds rather
     than after fine-tuning and generating. --no-judge-check skips it."""
     from evalpipe.doctor import judge_is_due, judge_ready
+    from evalpipe.judging.backends import JudgeError
 
     if args.command not in JUDGE_COMMANDS or args.no_judge_check:
         return
     if judge_is_due(config, paths, args.command, force=getattr(args, "force", False)):
-        print(judge_ready(config.judge))
+        try:
+            print(judge_ready(config.judge))
+        except JudgeError as err:  # worded as the judge stage words it
+            raise EvalpipeError(f"judge: {err}") from None
 
 
 def doctor(config, paths) -> int:
@@ -246,7 +250,7 @@ def open_page(page: str, results: str | None) -> int:
     folder = default_paths(page, results).root
     if page.startswith("compare-"):
         path = folder / "compare.html"
-        makes = f"'evalpipe compare RUN RUN ...' (--name {page.removeprefix('compare-')})"
+        makes = f"'evalpipe compare RUN RUN ... --name {page.removeprefix('compare-')}'"
     else:
         path = folder / "aggregate" / "report.html"
         makes = f"'evalpipe evaluate --run {page}' (or 'evalpipe aggregate')"

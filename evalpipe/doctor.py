@@ -115,6 +115,8 @@ def judge_is_due(config: RunConfig, paths: RunPaths, command: str, *, force: boo
     if force and command == "judge":
         return True
     if not config.model.bases:
+        if config.judge.mode == "together":
+            return False  # the judge stage refuses it: together is for several runs
         return _judge_due_in(Pipeline(config, paths, echo=lambda line: None))
     subs = sweep.sub_runs(config, paths.run)
     pipelines = [Pipeline(sub.config, dataclasses.replace(paths, run=sub.name),

@@ -61,8 +61,8 @@ def test_a_stopped_judge_stops_the_command_in_seconds_before_any_work(
     started = time.monotonic()
     assert command(name, f"data.source={instruction_data}", f"judge.host={down}") == 1
     assert time.monotonic() - started < 10
-    assert one_error_line(capsys) == (f"evalpipe: error: cannot reach Ollama at {down}: is it "
-                                      "running? start it with 'ollama serve'")
+    assert one_error_line(capsys) == (f"evalpipe: error: judge: cannot reach Ollama at {down}: "
+                                      "is it running? start it with 'ollama serve'")
     assert not (run_env / "results/first").exists()  # no prepare/, finetune/ nor generate/
 
 
@@ -71,8 +71,8 @@ def test_a_missing_judge_model_stops_evaluate_before_fine_tuning(
     with OllamaStandIn(book_judge, models={"mistral:latest": STANDIN_DIGEST}) as server:
         assert command("evaluate", f"data.source={instruction_data}",
                        f"judge.host={server.url}") == 1
-    assert one_error_line(capsys) == (f"evalpipe: error: Ollama at {server.url} has no model "
-                                      "'llama3': run 'ollama pull llama3'")
+    assert one_error_line(capsys) == (f"evalpipe: error: judge: Ollama at {server.url} has no "
+                                      "model 'llama3': run 'ollama pull llama3'")
     assert not (run_env / "results/first/finetune").exists()
     assert not (run_env / "results/first/generate").exists()
 
@@ -356,5 +356,5 @@ def test_open_a_page_not_made_yet_says_which_command_makes_it(run_env, opened, c
     assert main(["open", "compare-x"]) == 1
     assert one_error_line(capsys) == (
         f"evalpipe: error: no page yet: {run_env / 'results/compare-x/compare.html'}; "
-        "'evalpipe compare RUN RUN ...' (--name x) makes it")
+        "'evalpipe compare RUN RUN ... --name x' makes it")
     assert opened == []
