@@ -1,6 +1,9 @@
 # evalpipe: every target calls the command line; the stage manifests decide what really runs,
 # so a second `make evaluate` with nothing changed only checks hashes.
 #   make setup && make evaluate        the book's run (needs Ollama serving llama3)
+#   make doctor                        what the run needs and whether each is there (exit 1: not)
+#   make open RUN=book                 open results/book/aggregate/report.html (RUN=compare-NAME:
+#                                      a comparison's compare.html)
 #   make test                          the test suite
 #   make judge RUN=mine CONFIG=configs/mine.toml
 #   make compare RUNS="a b c" MODE=together SET="judge.swap=true"   (docs/compare.md)
@@ -19,7 +22,8 @@ EVALPIPE := $(PYTHON) -m evalpipe
 RUN_ARGS := --config $(CONFIG) --run $(RUN) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := evaluate
-.PHONY: setup prepare finetune generate judge aggregate evaluate status compare show test bench clean
+.PHONY: setup prepare finetune generate judge aggregate evaluate status doctor open compare show \
+	test bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,8 +35,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -e ".[test,llamacpp]"
 	touch $@
 
-prepare finetune generate judge aggregate evaluate status: setup
+prepare finetune generate judge aggregate evaluate status doctor: setup
 	$(EVALPIPE) $@ $(RUN_ARGS)
+
+open: setup
+	$(EVALPIPE) open $(RUN)
 
 compare: setup
 	$(if $(strip $(RUNS)),,$(error give the runs to compare: make compare RUNS="a b c"))

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--allow-partial", action="store_true",
                              help="accept --from files that miss some test records")
     commands.add_parser("evaluate", parents=[common], help="run every stage that is not up to date")
+    add_judge_check_options(commands)
+    add_doctor_and_open(commands, common)
     commands.add_parser("status", parents=[common],
                         help="each stage: done, stale, missing or incomplete")
     clean = commands.add_parser("clean", parents=[common], help="delete a stage's outputs")
@@ -105,6 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+JUDGE_COMMANDS = ("judge", "aggregate", "evaluate")  # the commands that may reach the judge
+
+
+def add_judge_check_options(commands) -> None:
+    for name in JUDGE_COMMANDS:
+        commands.choices[name].add_argument(
+            "--no-judge-check", action="store_true",
+            help="do not ask the judge first (server, model, digest) before long work")
+
+
+def add_doctor_and_open(commands, common) -> None:
+    commands.add_parser("doctor", parents=[common],
+                        help="what the configured run needs and whether each is there")
+    page = commands.add_parser("open", help="open a run's report or a comparison's page")
+    page.add_argument("page", nargs="?", metavar="RUN | compare-NAME",
+                      help="results/RUN/aggregate/report.html or results/compare-NAME/"
+                           "compare.html (default: the config file's name)")
+    page.add_argument("--config", default=DEFAULT_CONFIG,
+                      help=f"names the default run (default {DEFAULT_CONFIG})")
+    page.add_argument("--results", help="results folder (default results/ or $EVALPIPE_RESULTS)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -139,6 +163,8 @@ def dispatch(args: argparse.Namespace) -> int:
                                        args.seed, mode=args.mode, config=config,
                                        allow_mixed_judges=args.allow_mixed_judges))
         return 0
+    if args.command == "open":
+        return open_page(args.page or Path(args.config).stem, args.results)
     overrides = list(args.overrides)
     if args.command == "generate":
         if args.from_file:
@@ -155,6 +181,8 @@ def dispatch(args: argparse.Namespace) -> int:
     # A run whose responses were imported stays imported (evalpipe/stages/generate.py).
     given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
     remembered = remember_import(config, paths, given)
+    if args.command == "doctor":
+        return doctor(config, paths)
     pipeline = Pipeline(config, paths)
 
     if args.command == "status":
@@ -169,6 +197,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if remembered:
         print(remembered)
+    check_judge_first(args, config, paths)
     target = "aggregate" if args.command == "evaluate" else args.command
     pipeline.ensure(target, force=getattr(args, "force", False))
     return 0
@@ -178,6 +207,12 @@ def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
     """The commands of a config with several base models: each acts on every sub-run."""
     from evalpipe import sweep
 
+    if args.command == "doctor":
+        return doctor(config, paths)
+    if args.command in ("judge", "aggregate") and config.judge.mode == "together":
+        raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
+                            "runs are judged together by 'evalpipe evaluate'")
+    check_judge_first(args, config, paths)
     if args.command == "evaluate":
         sweep.evaluate(config, paths)
         return 0
@@ -187,9 +222,6 @@ def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
     if args.command == "clean":
         sweep.each(config, paths, lambda pipeline: clean(pipeline, args.stage))
         return 0
-    if args.command in ("judge", "aggregate") and config.judge.mode == "together":
-        raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
-                            "runs are judged together by 'evalpipe evaluate'")
     force = getattr(args, "force", False)
     sweep.each(config, paths, lambda pipeline: pipeline.ensure(args.command, force=force))
     return 0
@@ -202,3 +234,46 @@ def clean(pipeline: Pipeline, stage: str) -> None:
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_judge_first(args: argparse.Namespace, config, paths) -> None:
+    """Before long work: when the judge stage will run, ask the judge now (server, model,
+    digest on every host), so a judge that is not there stops the command in seconds rather
+    than after fine-tuning and generating. --no-judge-check skips it."""
+    from evalpipe.doctor import judge_is_due, judge_ready
+    from evalpipe.judging.backends import JudgeError
+
+    if args.command not in JUDGE_COMMANDS or args.no_judge_check:
+        return
+    if judge_is_due(config, paths, args.command, force=getattr(args, "force", False)):
+        try:
+            print(judge_ready(config.judge))
+        except JudgeError as err:  # worded as the judge stage words it
+            raise EvalpipeError(f"judge: {err}") from None
+
+
+def doctor(config, paths) -> int:
+    """`evalpipe doctor`: one line per thing the run needs; 0 only when all are there."""
+    from evalpipe.doctor import doctor_checks, doctor_lines
+
+    checks = doctor_checks(config, paths)
+    print("\n".join(doctor_lines(checks)))
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def open_page(page: str, results: str | None) -> int:
+    """`evalpipe open`: print the page's path and open it in the default browser."""
+    import webbrowser
+
+    folder = default_paths(page, results).root
+    if page.startswith("compare-"):
+        path = folder / "compare.html"
+        makes = f"'evalpipe compare RUN RUN ... --name {page.removeprefix('compare-')}'"
+    else:
+        path = folder / "aggregate" / "report.html"
+        makes = f"'evalpipe evaluate --run {page}' (or 'evalpipe aggregate')"
+    if not path.is_file():
+        raise EvalpipeError(f"no page yet: {path}; {makes} makes it")
+    print(path)
+    webbrowser.open(path.resolve().as_uri())
+    return 0

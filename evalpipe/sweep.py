@@ -118,15 +118,6 @@ def each(config: RunConfig, paths: RunPaths, action, *, echo=print) -> None:
 
 def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     """Every sub-run's stages, then the together judgment (if any) and the comparison."""
-    from evalpipe.judging.together import (
-        FOLDER,
-        freshness,
-        load_contenders,
-        output_names,
-        together_identity,
-        together_key,
-    )
-
     subs = sub_runs(config, paths.run)
     target = sub_target(config)
     lines = []
@@ -140,15 +131,7 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     out = paths.results / f"compare-{paths.run}"
     lines.append(f"comparison compare-{paths.run} in {out}")
     if config.judge.mode == "together":
-        if all_done:
-            contenders = load_contenders(paths.results, [sub.name for sub in subs])
-            state, reason = freshness(out / FOLDER, together_key(config.judge, contenders),
-                                      output_names(contenders), together_identity(config.judge))
-        else:
-            state, reason = "missing", "the runs' responses are not all made yet"
-            if (out / FOLDER).exists():
-                state = "stale"
-        lines.append(Status("together", state, reason).line())
+        lines.append(together_status(config, paths, subs, all_done).line())
     board = out / "leaderboard.json"
     if board.exists():
         lines.append(Status("compare", "done", "leaderboard.json written; "
@@ -156,3 +139,28 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     else:
         lines.append(Status("compare", "missing", "never run").line())
     return lines
+
+
+def together_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
+                    all_done: bool) -> Status:
+    """The together judgment of judge.mode = "together" (`all_done`: every sub-run's responses
+    are up to date): done, stale or missing."""
+    from evalpipe.judging.together import (
+        FOLDER,
+        freshness,
+        load_contenders,
+        output_names,
+        together_identity,
+        together_key,
+    )
+
+    out = paths.results / f"compare-{paths.run}"
+    if all_done:
+        contenders = load_contenders(paths.results, [sub.name for sub in subs])
+        state, reason = freshness(out / FOLDER, together_key(config.judge, contenders),
+                                  output_names(contenders), together_identity(config.judge))
+    else:
+        state, reason = "missing", "the runs' responses are not all made yet"
+        if (out / FOLDER).exists():
+            state = "stale"
+    return Status("together", state, reason)

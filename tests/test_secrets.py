@@ -28,7 +28,7 @@ def test_no_secret_is_written_or_printed(run_env, instruction_data, gpt2_tokeniz
     printed = []
 
     def run(command: str, *settings: str, force: bool = False) -> int:
-        args = [command, "--config", str(SMOKE), "--run", "smoke"]
+        args = [*command.split(), "--config", str(SMOKE), "--run", "smoke"]
         for setting in (f"data.source={instruction_data}", "judge.backend=openai",
                         "judge.model=judge-8b", *settings):
             args += ["--set", setting]
@@ -54,6 +54,10 @@ def test_no_secret_is_written_or_printed(run_env, instruction_data, gpt2_tokeniz
     down = unused_url()
     assert run("judge", f"judge.host={with_password(down)}/v1", force=True) == 1
     assert f"http://judge:***@{down[len('http://'):]}/v1" in printed[-1]
+    # Past the check before long work, the judge stage writes config.toml, then stops.
+    assert run("judge --no-judge-check", f"judge.host={with_password(down)}/v1",
+               force=True) == 1
+    assert f"http://judge:***@{down[len('http://'):]}/v1" in printed[-1]
     assert (run_env / "results/smoke/aggregate/report.html").exists()
 
     files = [path for path in (run_env / "results").rglob("*") if path.is_file()]
@@ -73,14 +77,16 @@ def test_ollama_hosts_with_a_password_are_masked(run_env, instruction_data, book
     and config.toml lists every host masked."""
     first, second = unused_url(), unused_url()
     hosts = [with_password(first), with_password(second)]
-    assert main(["evaluate", "--config", str(SMOKE), "--run", "smoke",
-                 "--set", f"data.source={instruction_data}",
-                 "--set", f"generate.from_file={book_responses}",
-                 "--set", "judge.hosts=[" + ", ".join(f'"{h}"' for h in hosts) + "]"]) == 1
-    captured = capsys.readouterr()
     masked = [url.replace("http://", "http://judge:***@", 1) for url in (first, second)]
-    assert captured.err == (f"evalpipe: error: judge: cannot reach any judge host: "
-                            f"{masked[0]}, {masked[1]}\n")
+    # The check before long work, then (skipped) the judge stage's own preflight.
+    for check in ([], ["--no-judge-check"]):
+        assert main(["evaluate", *check, "--config", str(SMOKE), "--run", "smoke",
+                     "--set", f"data.source={instruction_data}",
+                     "--set", f"generate.from_file={book_responses}",
+                     "--set", "judge.hosts=[" + ", ".join(f'"{h}"' for h in hosts) + "]"]) == 1
+        captured = capsys.readouterr()
+        assert captured.err == (f"evalpipe: error: judge: cannot reach any judge host: "
+                                f"{masked[0]}, {masked[1]}\n")
     config = (run_env / "results/smoke/config.toml").read_text(encoding="utf-8")
     assert f'hosts = [\n    "{masked[0]}",\n    "{masked[1]}",\n]' in config
     files = [path for path in (run_env / "results").rglob("*") if path.is_file()]
