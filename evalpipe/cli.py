@@ -247,7 +247,7 @@ def check_judge_first(args: argparse.Namespace, config, paths) -> None:
         return
     if judge_is_due(config, paths, args.command, force=getattr(args, "force", False)):
         try:
-            print(judge_ready(config.judge))
+            print(judge_ready(config.judge, pull=True))
         except JudgeError as err:  # worded as the judge stage words it
             raise EvalpipeError(f"judge: {err}") from None
 

@@ -61,16 +61,26 @@ class Check:
 FIX_IN_MESSAGE = re.compile(r"[:;,]? *(?:start it with|run) '([^']+)'$")
 
 
-def judge_ready(settings) -> str:
+def judge_ready(settings, *, pull: bool = False) -> str:
     """Preflight the judge of `settings` (an evalpipe.config.JudgeConfig) with a short timeout
-    and return the line saying it is ready; raises JudgeError (one line naming what to run)."""
-    from evalpipe.judging.backends import make_backend
-    from evalpipe.judging.engine import IDENTITY_TIMEOUT
+    and return the line saying it is ready; raises JudgeError (one line naming what to run).
+    With `pull` (the check before a run, not doctor, which only looks), a model the server
+    lacks is pulled first where judge.pull allows it, as the judge stage would."""
+    from evalpipe.judging.backends import ModelMissingError, make_backend
+    from evalpipe.judging.engine import IDENTITY_TIMEOUT, preflight
 
     quick = dataclasses.replace(settings, timeout=min(settings.timeout, IDENTITY_TIMEOUT))
     backend = make_backend(quick)
     try:
-        identity = backend.preflight()
+        try:
+            identity = backend.preflight()
+        except ModelMissingError:
+            if not (pull and settings.pull):
+                raise
+            # A pull streams for minutes: with the run's own timeout per read.
+            backend.close()
+            backend = make_backend(settings)
+            identity = preflight(backend, settings)
     finally:
         backend.close()
     digest = identity.digest.removeprefix("sha256:")[:12]

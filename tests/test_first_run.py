@@ -68,11 +68,20 @@ def test_a_stopped_judge_stops_the_command_in_seconds_before_any_work(
 
 def test_a_missing_judge_model_stops_evaluate_before_fine_tuning(
         run_env, instruction_data, gpt2_tokenizer, capsys):
+    """judge.pull = false: the one line; the default pulls first, and a model the registry
+    does not have stops the run just as early (tests/judging/test_pull.py: one it has)."""
     with OllamaStandIn(book_judge, models={"mistral:latest": STANDIN_DIGEST}) as server:
         assert command("evaluate", f"data.source={instruction_data}",
+                       f"judge.host={server.url}", "judge.pull=false") == 1
+        assert one_error_line(capsys) == (f"evalpipe: error: judge: Ollama at {server.url} has "
+                                          "no model 'llama3': run 'ollama pull llama3'")
+        assert server.pulls == []
+        assert command("evaluate", f"data.source={instruction_data}",
                        f"judge.host={server.url}") == 1
-    assert one_error_line(capsys) == (f"evalpipe: error: judge: Ollama at {server.url} has no "
-                                      "model 'llama3': run 'ollama pull llama3'")
+        assert server.pulls == ["llama3"]
+    assert capsys.readouterr().err.endswith(
+        f"evalpipe: error: judge: Ollama at {server.url} could not pull 'llama3': "
+        "pull model manifest: file does not exist\n")
     assert not (run_env / "results/first/finetune").exists()
     assert not (run_env / "results/first/generate").exists()
 

@@ -68,3 +68,16 @@ def test_status_never_pulls(run_env, instruction_data, book_responses, gpt2_toke
                      command="status") == 0
         assert standin.pulls == []
     assert "judge      missing  never run" in capsys.readouterr().out
+
+
+def test_evaluate_pulls_in_its_judge_check_before_any_stage(run_env, instruction_data,
+                                                            book_responses, gpt2_tokenizer,
+                                                            capsys):
+    with OllamaStandIn(models={}, pullable={"llama3:latest": DIGEST}) as standin:
+        assert judge(run_env, instruction_data, book_responses, standin.url,
+                     command="evaluate") == 0
+        assert standin.pulls == ["llama3"]
+    out = capsys.readouterr().out.splitlines()
+    ready = (f"judge: llama3:latest (digest {DIGEST[:12]}) at {standin.url} is ready")
+    assert out.index(ready) < out.index("prepare: running (never run)")
+    assert (run_env / "results/pulled/aggregate/report.html").exists()
