@@ -22,11 +22,18 @@ judge repeats: what the model would score on average if trained again and tested
 items of the same kind. Its interval and the rest come from one hierarchical, paired bootstrap:
 each resample draws the items with replacement (the same draw for every model: paired), then,
 for each model on its own, its present seeds with replacement, then, for each cell, its present
-repeats with replacement, and recomputes every model's mean as above. Items and seeds are
-crossed (every seed answers every item), so this is the "pigeonhole" bootstrap of Owen (2007)
-with the repeats nested inside: it counts the seed-by-item interaction and the judge noise a
-little more than once, so with items dominating it is slightly conservative; with few seeds
-whose effect dominates it is too narrow (five seeds cannot show more spread than they have).
+repeats with replacement, and recomputes every model's mean as above.
+
+Items and seeds are crossed (every seed answers every item), so this is the "pigeonhole"
+bootstrap of Owen (2007) with the repeats nested inside, and it counts some noise more than
+once: a cell's own noise (the seed-by-item interaction, and the judge's noise inside the cell
+mean) already moves the mean when items and seeds are drawn, and drawing the repeats again adds
+the judge's noise once more, weighted by how often the cell was drawn (about 3 to 7 times its
+true share of the variance in all). The judge's noise, averaged over seeds x items x repeats
+scores, is a small part of the variance on realistic data, so the intervals are a little
+conservative there. The other way, a bootstrap over a few seeds cannot show more spread than
+they have (its variance divides by S, not S - 1), so when the seed effect dominates the
+intervals are too narrow. Intervals are widened for the number of items (`expanded_tail`).
 docs/compare.md gives the calibration measured by tests/stats/test_uncertainty.py.
 
 Conventions (edge cases):

@@ -98,17 +98,24 @@ def test_variance_shares_edge_cases():
 
 
 def test_the_bootstrap_resamples_all_three_levels():
-    # Additive scores (no interaction): resampling items, seeds and repeats independently gives
-    # a variance of the mean equal to the sum of the three single-level variances of
-    # variance_shares: items var([0, 6, 12, 18]) / 4 = 45 / 4, seeds var([-3, 3]) / 2 = 4.5,
-    # judge var([-2, 2]) / 2 / (4 * 2)^2 * 2 * 4 = 0.25 -> 16.
-    scores = additive(50, [0, 6, 12, 18], [-3, 3], [-2, 2])[None]
+    # Additive scores (no interaction), so the three levels add up. Items: var([0, 6, 12, 18])
+    # / 4 = 45 / 4; seeds: var([-3, 3]) / 2 = 4.5. Judge: on its own (variance_shares) each
+    # cell's var([-8, 8]) / 2 = 32, per item 2 cells / 2^2 = 16, 4 items / 4^2 = 4. In the full
+    # bootstrap a cell drawn w times as an item and v times as a seed weighs w v, and its
+    # repeats are drawn once, so the judge part is 4 * E[w^2] E[v^2] = 4 (2 - 1/4) (2 - 1/2) =
+    # 10.5 (the overcount the module docstring warns of).
+    scores = additive(50, [0, 6, 12, 18], [-3, 3], [-8, 8])[None]
+    assert variance_shares(scores[0]) == pytest.approx(
+        {"items": 11.25 / 19.75, "seeds": 4.5 / 19.75, "judge": 4 / 19.75})
     means = resampled_means(scores, 40_000, seed=3)[:, 0]
-    assert means.var() == pytest.approx(45 / 4 + 4.5 + 0.25, rel=0.03)
+    assert means.var() == pytest.approx(45 / 4 + 4.5 + 10.5, rel=0.03)
     # the same with one level flat drops its part
     flat_judge = additive(50, [0, 6, 12, 18], [-3, 3], [0, 0])[None]
     assert resampled_means(flat_judge, 40_000, seed=3)[:, 0].var() == pytest.approx(
         45 / 4 + 4.5, rel=0.03)
+    flat_seeds = additive(50, [0, 6, 12, 18], [0, 0], [-8, 8])[None]
+    assert resampled_means(flat_seeds, 40_000, seed=3)[:, 0].var() == pytest.approx(
+        45 / 4 + 10.5, rel=0.03)
 
 
 def test_resampling_is_paired_over_items_and_deterministic():
@@ -214,6 +221,8 @@ def test_how_sure_reports_every_model_and_pair():
     assert [row["model"] for row in result["models"]] == ["a", "b"]
     row_a, row_b = result["models"]
     assert row_a["mean"] == pytest.approx(row_b["mean"] + 10)
+    boot = resampled_means(np.stack([b + 10, b]), 300, seed=2)  # the same resamples
+    assert row_a["ci"] == pytest.approx(percentile_interval(boot[:, 0], 0.95, 20).tolist())
     assert row_a["ci"][0] < row_a["mean"] < row_a["ci"][1]
     assert (row_a["p_best"], row_a["rank_interval"], row_a["tier"]) == (1.0, [1, 1], 1)
     assert (row_b["p_best"], row_b["rank_interval"], row_b["tier"]) == (0.0, [2, 2], 2)
