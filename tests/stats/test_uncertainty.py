@@ -97,25 +97,34 @@ def test_variance_shares_edge_cases():
                                     "judge": 0.09375 / total}, abs=1e-12)
 
 
-def test_the_bootstrap_resamples_all_three_levels():
-    # Additive scores (no interaction), so the three levels add up. Items: var([0, 6, 12, 18])
-    # / 4 = 45 / 4; seeds: var([-3, 3]) / 2 = 4.5. Judge: on its own (variance_shares) each
-    # cell's var([-8, 8]) / 2 = 32, per item 2 cells / 2^2 = 16, 4 items / 4^2 = 4. In the full
-    # bootstrap a cell drawn w times as an item and v times as a seed weighs w v, and its
-    # repeats are drawn once, so the judge part is 4 * E[w^2] E[v^2] = 4 (2 - 1/4) (2 - 1/2) =
-    # 10.5 (the overcount the module docstring warns of).
+def test_the_bootstrap_draws_items_and_seeds_and_on_request_repeats():
+    # Additive scores (no interaction), so the levels add up. Items: var([0, 6, 12, 18]) / 4 =
+    # 45 / 4; seeds: var([-3, 3]) / 2 = 4.5. Judge on its own (variance_shares): each cell's
+    # var([-8, 8]) / 2 = 32, per item 2 cells / 2^2 = 16, 4 items / 4^2 = 4.
     scores = additive(50, [0, 6, 12, 18], [-3, 3], [-8, 8])[None]
     assert variance_shares(scores[0]) == pytest.approx(
         {"items": 11.25 / 19.75, "seeds": 4.5 / 19.75, "judge": 4 / 19.75})
-    means = resampled_means(scores, 40_000, seed=3)[:, 0]
-    assert means.var() == pytest.approx(45 / 4 + 4.5 + 10.5, rel=0.03)
-    # the same with one level flat drops its part
-    flat_judge = additive(50, [0, 6, 12, 18], [-3, 3], [0, 0])[None]
-    assert resampled_means(flat_judge, 40_000, seed=3)[:, 0].var() == pytest.approx(
+    # By default the judge is in the cell means only, and here -8 and +8 cancel in every cell.
+    assert resampled_means(scores, 40_000, seed=3)[:, 0].var() == pytest.approx(
         45 / 4 + 4.5, rel=0.03)
     flat_seeds = additive(50, [0, 6, 12, 18], [0, 0], [-8, 8])[None]
     assert resampled_means(flat_seeds, 40_000, seed=3)[:, 0].var() == pytest.approx(
-        45 / 4 + 10.5, rel=0.03)
+        45 / 4, rel=0.03)
+    # Drawing the repeats too: a cell drawn w times as an item and v times as a seed weighs
+    # w v and its repeats are drawn once, so the judge adds 4 E[w^2] E[v^2] = 4 (2 - 1/4)
+    # (2 - 1/2) = 10.5 (the overcount the module docstring describes).
+    assert resampled_means(scores, 40_000, seed=3, resample_repeats=True)[:, 0].var() == \
+        pytest.approx(45 / 4 + 4.5 + 10.5, rel=0.03)
+    assert resampled_means(flat_seeds, 40_000, seed=3, resample_repeats=True)[:, 0].var() == \
+        pytest.approx(45 / 4 + 10.5, rel=0.03)
+
+
+def test_judge_noise_reaches_the_default_bootstrap_through_the_cells():
+    # One seed, item means 50 + the mean of two repeats 50 +- 10 in a pattern that does not
+    # cancel: items (60, 40), (40, 40), (60, 60), (40, 60) -> item means 50, 40, 60, 50: var 50,
+    # / 4 items = 12.5
+    scores = np.array([[[[60, 40], [40, 40], [60, 60], [40, 60]]]], dtype=float)
+    assert resampled_means(scores, 40_000, seed=5)[:, 0].var() == pytest.approx(12.5, rel=0.03)
 
 
 def test_resampling_is_paired_over_items_and_deterministic():
@@ -263,7 +272,8 @@ def simulate(rng, comparisons, means, seeds, items, repeats, seed_sd=SEED_SD):
             + rng.normal(0, JUDGE_SD, (comparisons, k, seeds, items, repeats)))
 
 
-def test_95_percent_intervals_cover_the_truth_95_percent_of_the_time():
+@pytest.mark.parametrize("resample_repeats", [False, True])
+def test_95_percent_intervals_cover_the_truth_95_percent_of_the_time(resample_repeats):
     # 1,000 comparisons of two models (3 seeds, 40 items, 2 repeats), 200 resamples each: the
     # interval's ends are noisier than with 2,000 but not biased much, and coverage only needs
     # them on average. Run in groups of 50 comparisons per call (one item draw per resample is
@@ -274,7 +284,8 @@ def test_95_percent_intervals_cover_the_truth_95_percent_of_the_time():
     model_covered, difference_covered = [], []
     for call in range(20):
         scores = simulate(rng, group, means, seeds, items, repeats)
-        boot = resampled_means(scores.reshape(-1, seeds, items, repeats), 200, seed=call)
+        boot = resampled_means(scores.reshape(-1, seeds, items, repeats), 200, seed=call,
+                               resample_repeats=resample_repeats)
         boot = boot.reshape(200, group, 2)
         low, high = percentile_interval(boot, 0.95, items)
         model_covered.append((low <= means) & (means <= high))
