@@ -361,7 +361,8 @@ def how_sure(scores: np.ndarray, models: Sequence[str], resamples: int = 2000, s
     [lo, hi], `tier`. Each pair (a before b in the order given): `a`, `b`, `difference`
     (mean a - mean b), `ci`, `p_a_better` (share of resamples with a above b, ties half), and
     `distinguishability`'s `items`, `sd_diff`, `mdd`, `distinguishable`, `items_needed` ("not
-    distinguishable with `items` items" when false).
+    distinguishable with `items` items" when false). `alpha` and `power` are the mdd's;
+    `resample_repeats` draws the judge's repeats again in each cell (`resampled_means`).
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie between 0 and 1, got {confidence}")
