@@ -81,8 +81,8 @@ def check_scores(scores: np.ndarray, models: Sequence[str]) -> np.ndarray:
                          f"got {array.ndim} dimensions")
     if array.shape[0] != len(models):
         raise ValueError(f"{array.shape[0]} models of scores against {len(models)} names")
-    if array.shape[2] == 0:
-        raise ValueError("scores have no items")
+    if array.shape[0] == 0 or array.shape[2] == 0:
+        raise ValueError(f"scores have no {'models' if array.shape[0] == 0 else 'items'}")
     scored = ~np.isnan(array).all(axis=(1, 3))  # (models, items)
     for m, name in enumerate(models):
         if not scored[m].all():

@@ -62,6 +62,10 @@ def test_a_model_without_a_score_on_an_item_is_refused_by_name():
         check_scores(scores, ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"shaped \(models, seeds, items, repeats\)"):
         check_scores(scores[0], ["a"])
+    with pytest.raises(ValueError, match="scores have no items"):
+        check_scores(np.zeros((1, 1, 0, 1)), ["a"])
+    with pytest.raises(ValueError, match="scores have no models"):
+        check_scores(np.zeros((0, 1, 3, 1)), [])
 
 
 # -- variance shares ---------------------------------------------------------------------------
