@@ -56,6 +56,7 @@ bench: setup
 	$(PYTHON) bench/generate.py
 	$(PYTHON) bench/finetune.py
 	$(PYTHON) bench/judge.py
+	$(PYTHON) bench/uncertainty.py
 
 clean: setup
 	$(EVALPIPE) clean all $(RUN_ARGS)

@@ -1,5 +1,6 @@
 """Statistics, pure functions on numbers: descriptive statistics and bootstrap intervals
-(describe, re-exported here) and paired comparisons of two models (paired). A new statistic
-goes here, with its edge cases documented."""
+(describe, re-exported here), paired comparisons of two models (paired), and how sure a
+comparison of several models is over items, seeds and judge repeats (uncertainty). A new
+statistic goes here, with its edge cases documented."""
 
 from evalpipe.stats.describe import *  # noqa: F401,F403
