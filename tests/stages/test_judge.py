@@ -432,6 +432,16 @@ def test_a_killed_judge_loses_no_finished_judgment(run, run_env):
     assert len(read_jsonl(run.root / "judge/canaries.jsonl")) == 10
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test: a process started in the
+    background by a shell without job control (as CI may start the suite) begins with SIGINT
+    ignored, and Python then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def ctrl_c() -> None:
     """Ctrl-C as the terminal sends it: a real SIGINT, to the main thread. (interrupt_main only
     sets a flag that a main thread blocked in a wait sees when the wait ends by itself, so under
@@ -439,7 +449,7 @@ def ctrl_c() -> None:
     signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
 
-def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
+def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys, ctrl_c_raises):
     """Ctrl-C while requests are in flight: the stage waits for them (they end by their
     timeout at the latest), so their answers reach the judgment cache before it is closed,
     and the rerun asks only for what never got an answer."""
@@ -487,7 +497,7 @@ def test_answers_in_flight_at_ctrl_c_reach_the_cache(run, capsys):
         85: 75, 87: 67, 88: 0, 89: 0, 90: 0, 91: 100, 94: 89}
 
 
-def test_ctrl_c_does_not_wait_to_retry(run, monkeypatch):
+def test_ctrl_c_does_not_wait_to_retry(run, monkeypatch, ctrl_c_raises):
     """A request that failed transiently waits (backoff) before its retry; Ctrl-C meanwhile
     ends that wait: the failed request is not sent again, and the stage stops."""
     monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "60")
