@@ -240,6 +240,9 @@ def score_array(models: list[ModelScores], groups: dict[str, list[int]]) -> tupl
             for i, scores in enumerate(per_run[run]):
                 array[m, s, i, :len(scores)] = scores
     kept = [i for i in range(items) if (~np.isnan(array[:, :, i])).any(axis=(1, 2)).all()]
+    if not kept:
+        raise ValueError(f"none of the {items} items has a score from every model "
+                         "(unparseable and error items have none)")
     return array[:, :, kept], kept
 
 
