@@ -71,7 +71,8 @@ def plot_ranks(how_sure: dict, confidence: float, path: Path) -> bytes:
                                                        [high - model["mean"]]],
                            fmt="o", capsize=4, color=colour)
         best, worst = model["rank_interval"]
-        ranks_ax.plot([best, worst], [place, place], linewidth=6, solid_capstyle="round",
+        # The markers show an interval of one rank ([1, 1]), which as a line has no length.
+        ranks_ax.plot([best, worst], [place, place], linewidth=6, marker="o", markersize=9,
                       color=colour, label=f"tier {model['tier']}")
     scores_ax.set_yticks(places, [model["model"] for model in models])
     scores_ax.invert_yaxis()
@@ -83,7 +84,7 @@ def plot_ranks(how_sure: dict, confidence: float, path: Path) -> bytes:
     ranks_ax.set_title("rank")
     handles, labels = ranks_ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ranks_ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    ranks_ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
     return save_figure(fig, path)
 
 
