@@ -24,7 +24,7 @@ from evalpipe.compare.leaderboard import add_single_mode, build_leaderboard
 from evalpipe.compare.load import load_models, read_run_config, single_mode_models
 from evalpipe.compare.markdown import render_markdown
 from evalpipe.compare.plots import write_plots
-from evalpipe.compare.text import board_notes, canary_marker, canary_notes
+from evalpipe.compare.text import board_notes, canary_marker, canary_notes, tiers_text
 from evalpipe.config import AggregateConfig, RunConfig, load_config
 from evalpipe.io import read_jsonl, write_json, write_text
 from evalpipe.records import DECIMALS, CompareError, check_same_test_items
@@ -150,3 +150,5 @@ def print_leaderboard(out: Path) -> None:
         place = "" if row["rank"] is None else f"{row['rank']}. "
         print(f"  {place}{names[row['model']]:<{width}}  mean {number(row['mean'])} "
               f"{interval(row['ci'])}  ({row['counted']} of {row['items']} items scored)")
+    if board.get("how_sure"):  # which models the items (and seeds, judge) tell apart
+        print(f"  {one_line(tiers_text(board, mark))}")

@@ -6,8 +6,8 @@ viewer: every test item with every model's response side by side, with its score
 repeats, the items that divide the judgments most first. Disagreement is the spread of the
 counted scores (highest minus lowest); in together mode with judge.swap, also how far a model's
 score moved when its response was shown at another place (the swapped pass). The viewer filters
-by model, state, text and spread. Then the pairs, the loss correlation, the position and mode
-checks, the judge agreement and the plots.
+by model, state, text and spread. Then the pairs, how sure the ranking is, the loss
+correlation, the position and mode checks, the judge agreement and the plots.
 
 Hooks: each item is a `<section class="item" data-index data-id data-spread data-moves
 data-disagreement>`, each response a `<div data-model data-state data-score>` holding the
@@ -23,6 +23,8 @@ from evalpipe.compare.text import (
     POSITION_TEXT,
     board_notes,
     correlation_text,
+    how_sure_tables,
+    how_sure_text,
     leaderboard_tables,
     method_text,
     modes_table,
@@ -260,6 +262,12 @@ def render_html(board: dict, models: list[ModelScores], images: dict[str, bytes]
     pairs = ("" if judges else "<h2>Pairs</h2>\n" + (
         _html_table(*tables["pairs"]) if board["pairs"] else "<p>Only one model: no pairs.</p>")
         + "\n")
+    if board.get("how_sure"):
+        how_sure = how_sure_tables(board)
+        pairs += (f"<h2>How sure</h2>\n<p>{esc(how_sure_text(board))}</p>\n"
+                  f"{_html_table(*how_sure['models'])}\n"
+                  + (_html_table(*how_sure["pairs"]) + "\n" if board["how_sure"]["pairs"]
+                     else ""))
     notes = "".join(f"<p>{esc(note)}</p>\n" if judges
                     else f'<p class="mixed"><b>{esc(note)}</b></p>\n'
                     for note in board_notes(board))

@@ -11,19 +11,28 @@ are on scales of their own, so models are ranked only when every run was judged 
 every output says the judges are mixed. Runs that all hold the same responses are not models
 to rank at all: they are one model judged several times, a comparison of judges
 (`comparison: "judges"`): the agreement and each judge's mean, no ranks and no pairs.
+
+How sure a ranking is (`how_sure` in leaderboard.json): P(best), rank intervals, tiers, the
+sources of noise, and per pair P(a > b) and what the items can tell apart, from
+`evalpipe.stats.uncertainty.how_sure` on the array `score_array` builds. Its models are the
+leaderboard's models grouped by `seed_groups`: the runs that are seeds of one model are one
+model there (today every run is a model of its own, its one seed).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
+
+import numpy as np
 
 from evalpipe import stats
 from evalpipe.compare.load import ModelScores
 from evalpipe.config import AggregateConfig
 from evalpipe.records import STATES, STATES_WITH_SCORE, CompareError
-from evalpipe.stats import paired
+from evalpipe.stats import paired, uncertainty
 
 # What identifies a judgment, in the order a difference is reported.
 JUDGE_IDENTITY = ("backend", "model", "digest", "template", "mode", "structured", "options")
@@ -186,6 +195,81 @@ def unranked_rows(models: list[ModelScores], bootstrap: AggregateConfig) -> list
     return [{"rank": None, **model_row(model, bootstrap)} for model in models]
 
 
+def model_and_seed(model: ModelScores) -> tuple[str, str]:
+    """Which model a run's scores belong to, and as which seed: today every run is a model of
+    its own, with the run itself as its one seed."""
+    return model.label, model.run
+
+
+def seed_groups(labels: list[tuple[str, str]]) -> dict[str, list[int]]:
+    """(model label, seed) per run -> each model's runs (their indices), models and seeds in
+    the order first given; ValueError when a model has the same seed twice."""
+    groups: dict[str, list[int]] = {}
+    seen = set()
+    for index, (label, seed) in enumerate(labels):
+        if (label, seed) in seen:
+            raise ValueError(f"model {label!r} has seed {seed!r} twice")
+        seen.add((label, seed))
+        groups.setdefault(label, []).append(index)
+    return groups
+
+
+def run_scores(model: ModelScores) -> list[list[float]]:
+    """Per item, the run's scores by judge repeat (the record's `repeats` when judged more than
+    once, else its own score): counted as compare counts them (scored and empty), NaN for an
+    unparseable or failed judgment."""
+    def score(judgment: dict) -> float:
+        return judgment["score"] if judgment.get("state") in STATES_WITH_SCORE else math.nan
+
+    return [[score(r) for r in record["repeats"]] if record.get("repeats") else [score(record)]
+            for record in model.records]
+
+
+def score_array(models: list[ModelScores], groups: dict[str, list[int]]) -> tuple[np.ndarray,
+                                                                                  list[int]]:
+    """The (models, seeds, items, repeats) array of `groups` (`seed_groups`), NaN where a score
+    does not exist, on the items every model has a score for (the comparison is paired), and
+    the indices of those items."""
+    per_run = [run_scores(model) for model in models]
+    seeds = max(len(runs) for runs in groups.values())
+    repeats = max(len(scores) for run in per_run for scores in run)
+    items = len(models[0].records)
+    array = np.full((len(groups), seeds, items, repeats), np.nan)
+    for m, runs in enumerate(groups.values()):
+        for s, run in enumerate(runs):
+            for i, scores in enumerate(per_run[run]):
+                array[m, s, i, :len(scores)] = scores
+    kept = [i for i in range(items) if (~np.isnan(array[:, :, i])).any(axis=(1, 2)).all()]
+    if not kept:
+        raise ValueError(f"none of the {items} items has a score from every model "
+                         "(unparseable and error items have none)")
+    return array[:, :, kept], kept
+
+
+def how_sure_section(models: list[ModelScores], bootstrap: AggregateConfig) -> dict:
+    """leaderboard.json's `how_sure`: `evalpipe.stats.uncertainty.how_sure` on the models (in
+    the order given, grouped by `seed_groups`) with the board's bootstrap settings, on the
+    items every model has a score for; a model's entry names its `runs`. CompareError when it
+    cannot be computed (e.g. no item has a score from every model)."""
+    try:
+        groups = seed_groups([model_and_seed(model) for model in models])
+        array, kept = score_array(models, groups)
+        result = uncertainty.how_sure(array, list(groups), bootstrap.bootstrap_resamples,
+                                      bootstrap.seed, bootstrap.confidence)
+    except ValueError as error:
+        raise CompareError(f"how sure the ranking is cannot be computed: {error}") from None
+    model_keys = ("model", "seeds", "mean", "ci", "p_best", "rank_interval", "tier",
+                  "variance_shares")
+    pair_keys = ("a", "b", "p_a_better", "mdd", "distinguishable", "items_needed")
+    return {
+        "items": len(kept), "alpha": 0.05, "power": 0.8,
+        "models": [{**{key: row[key] for key in model_keys},
+                    "runs": [models[run].run for run in groups[row["model"]]]}
+                   for row in result["models"]],
+        "pairs": [{key: pair[key] for key in pair_keys} for pair in result["pairs"]],
+    }
+
+
 def build_leaderboard(models: list[ModelScores], name: str, bootstrap: AggregateConfig,
                       mode: str = "single", allow_mixed_judges: bool = False) -> dict:
     """Everything leaderboard.json holds (floats not yet rounded). Models are ranked only when
@@ -196,12 +280,14 @@ def build_leaderboard(models: list[ModelScores], name: str, bootstrap: Aggregate
     if same_responses(models):
         comparison, mismatches = "judges", []  # different judges are the point here
         ranked_rows_, pairs = unranked_rows(models, bootstrap), []
+        how_sure = None
     else:
         if mismatches and not allow_mixed_judges:
             raise mixed_judges_error(mismatches)
         comparison = "models"
         ranked, ranked_rows_ = ranked_rows(models, bootstrap)
         pairs = pair_rows(ranked, bootstrap)
+        how_sure = how_sure_section(ranked, bootstrap)
     return {
         "name": name,
         "mode": mode,
@@ -214,6 +300,7 @@ def build_leaderboard(models: list[ModelScores], name: str, bootstrap: Aggregate
         "seed": bootstrap.seed,
         "models": ranked_rows_,
         "pairs": pairs,
+        "how_sure": how_sure,
         "loss_correlation": loss_correlation(ranked_rows_),
         "agreement": judge_agreements(models),
         "positions": None,

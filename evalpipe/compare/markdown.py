@@ -9,6 +9,8 @@ from evalpipe.compare.text import (
     canary_marker,
     canary_notes,
     correlation_text,
+    how_sure_tables,
+    how_sure_text,
     leaderboard_tables,
     method_text,
     modes_table,
@@ -40,6 +42,12 @@ def render_markdown(board: dict) -> str:
     if not judges:
         lines += ["", "## Pairs", ""]
         lines += _md_table(*tables["pairs"]) if board["pairs"] else ["Only one model: no pairs."]
+    if board.get("how_sure"):
+        how_sure = how_sure_tables(board)
+        lines += ["", "## How sure", "", how_sure_text(board), ""]
+        lines += _md_table(*how_sure["models"])
+        if board["how_sure"]["pairs"]:
+            lines += [""] + _md_table(*how_sure["pairs"])
     lines += ["", "## Test loss and score", "", correlation_text(board), ""]
     if board.get("positions"):
         lines += ["## Position check", "", POSITION_TEXT, ""]

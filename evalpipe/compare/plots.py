@@ -1,5 +1,5 @@
-"""The comparison's plots (scores.png, loss-vs-score.png, judges.png), drawn with the helpers
-of evalpipe/report/plots.py."""
+"""The comparison's plots (scores.png, ranks.png, loss-vs-score.png, judges.png), drawn with the
+helpers of evalpipe/report/plots.py."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ from evalpipe.report.format import level
 from evalpipe.report.plots import pyplot, save_figure
 
 SCORES_PLOT = "scores.png"
+RANKS_PLOT = "ranks.png"
 LOSS_PLOT = "loss-vs-score.png"
 JUDGES_PLOT = "judges.png"
-PLOTS = (SCORES_PLOT, LOSS_PLOT, JUDGES_PLOT)
+PLOTS = (SCORES_PLOT, RANKS_PLOT, LOSS_PLOT, JUDGES_PLOT)
 
 
 def write_plots(models: list[ModelScores], board: dict, out: Path) -> dict[str, bytes]:
     """Draw into `out` the plots there is something to draw for and remove the others (from
     an earlier comparison of the same name); their PNG bytes by file name, in page order."""
     images = {SCORES_PLOT: plot_scores(models, board["models"], out / SCORES_PLOT)}
+    if board.get("how_sure"):
+        images[RANKS_PLOT] = plot_ranks(board["how_sure"], board["confidence"],
+                                        out / RANKS_PLOT)
     if any(r["finetuned_test_loss"] is not None and r["mean"] is not None
            for r in board["models"]):
         images[LOSS_PLOT] = plot_loss_vs_score(board["models"], board["confidence"],
@@ -48,6 +52,39 @@ def plot_scores(models: list[ModelScores], rows: list[dict], path: Path) -> byte
     ax.set_title("scores by model (scored and empty items)")
     ax.legend(loc="lower right")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    return save_figure(fig, path)
+
+
+def plot_ranks(how_sure: dict, confidence: float, path: Path) -> bytes:
+    """Each model's mean with its interval (left) and its rank interval (right), from
+    leaderboard.json's `how_sure`, in leaderboard order, best at the top; colour by tier."""
+    plt = pyplot()
+    models = how_sure["models"]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (scores_ax, ranks_ax) = plt.subplots(
+        1, 2, figsize=(9, max(2.5, 0.5 * len(models) + 1.5)), sharey=True)
+    places = list(range(len(models)))
+    for place, model in zip(places, models):
+        colour = colours[(model["tier"] - 1) % len(colours)]
+        low, high = model["ci"]
+        scores_ax.errorbar(model["mean"], place, xerr=[[model["mean"] - low],
+                                                       [high - model["mean"]]],
+                           fmt="o", capsize=4, color=colour)
+        best, worst = model["rank_interval"]
+        # The markers show an interval of one rank ([1, 1]), which as a line has no length.
+        ranks_ax.plot([best, worst], [place, place], linewidth=6, marker="o", markersize=9,
+                      color=colour, label=f"tier {model['tier']}")
+    scores_ax.set_yticks(places, [model["model"] for model in models])
+    scores_ax.invert_yaxis()
+    scores_ax.set_xlabel(f"mean judge score ({level(confidence)} interval)")
+    scores_ax.set_title(f"score, {how_sure['items']} items")
+    ranks_ax.set_xlim(0.5, len(models) + 0.5)
+    ranks_ax.set_xticks(range(1, len(models) + 1))
+    ranks_ax.set_xlabel(f"rank ({level(confidence)} interval; 1 is best)")
+    ranks_ax.set_title("rank")
+    handles, labels = ranks_ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ranks_ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
     return save_figure(fig, path)
 
 

@@ -95,6 +95,64 @@ def leaderboard_tables(board: dict, mark: Callable[[str], str] = _unmarked
     return {"models": models, "pairs": pairs, "agreement": agreement}
 
 
+def _shares_text(shares: dict | None) -> str:
+    if shares is None:
+        return "n/a"
+    return " / ".join(_share(shares[source]) for source in ("items", "seeds", "judge"))
+
+
+def verdict_text(pair: dict, items: int) -> str:
+    """Whether the items tell a pair apart: "distinguishable", or "not distinguishable with N
+    items (needs about M)" (no M for a difference of 0, which no number of items shows)."""
+    if pair["distinguishable"] is None:
+        return f"not computed with {items} item{'s' if items != 1 else ''}"
+    if pair["distinguishable"]:
+        return "distinguishable"
+    needs = ("" if pair["items_needed"] is None
+             else f" (needs about {pair['items_needed']})")
+    return f"not distinguishable with {items} items{needs}"
+
+
+def how_sure_tables(board: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """How sure the ranking is (leaderboard.json's `how_sure`), as header and text cells: per
+    model P(best), rank interval, tier and where its uncertainty comes from; per pair P(a > b),
+    the minimum detectable difference and whether the items tell the two apart."""
+    how_sure = board["how_sure"]
+    models = (
+        ["model", "runs", "P(best)", "rank interval", "tier",
+         "uncertainty from items / seeds / judge"],
+        [[m["model"], ", ".join(m["runs"]), _share(m["p_best"]),
+          f"[{m['rank_interval'][0]}, {m['rank_interval'][1]}]", str(m["tier"]),
+          _shares_text(m["variance_shares"])] for m in how_sure["models"]])
+    pairs = (
+        ["a", "b", "P(a > b)", "MDD", "verdict"],
+        [[p["a"], p["b"], _share(p["p_a_better"]), number(p["mdd"]),
+          verdict_text(p, how_sure["items"])] for p in how_sure["pairs"]])
+    return {"models": models, "pairs": pairs}
+
+
+def how_sure_text(board: dict) -> str:
+    how_sure = board["how_sure"]
+    return (f"From one paired bootstrap ({board['resamples']} resamples, seed {board['seed']}) "
+            f"over the {how_sure['items']} items every model has a score for, each model's "
+            "seeds and its judge repeats averaged per item. P(best): the share of resamples "
+            f"in which the model is first. Rank interval: its ranks' {level(board['confidence'])} "
+            "range over the resamples. Models whose rank intervals overlap, directly or through "
+            "others, are one tier. Uncertainty from: the shares of the mean's variance that the "
+            "items, the seeds and the judge's repeats each cause. P(a > b): the share of "
+            "resamples with a above b. MDD: the smallest true difference a paired test "
+            f"(alpha {how_sure['alpha']}, power {how_sure['power']:.0%}) detects on these items.")
+
+
+def tiers_text(board: dict, mark: Callable[[str], str] = _unmarked) -> str:
+    """The tiers in one line, e.g. "tier 1: a; tier 2: c, b" (the printed leaderboard); `mark`
+    shows a name (canary_marker)."""
+    tiers: dict[int, list[str]] = {}
+    for model in board["how_sure"]["models"]:
+        tiers.setdefault(model["tier"], []).append(mark(model["model"]))
+    return "; ".join(f"tier {tier}: {', '.join(names)}" for tier, names in sorted(tiers.items()))
+
+
 def method_text(board: dict) -> str:
     text = (f"{len(board['runs'])} runs on the same {board['items']} test items. Mean score over "
             f"the scored and empty items (an empty response counts 0; unparseable and error "

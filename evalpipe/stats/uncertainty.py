@@ -1,6 +1,7 @@
 """How sure a comparison of models is, over its three sources of noise: the test items, the
 fine-tuning seeds and the judge's repeats (issue #11). Pure functions on a numpy array; the
-leaderboard will call them (not yet wired in: docs/compare.md, "How sure: items, seeds, judge").
+comparison's leaderboard calls them (evalpipe/compare/leaderboard.py, `how_sure_section`;
+docs/compare.md, "How sure: items, seeds, judge").
 
 The input is one array of scores shaped (models, seeds, items, repeats): scores[m, s, i, r] is
 the judge's r-th score of item i answered by model m fine-tuned with its s-th seed. NaN marks a

@@ -52,6 +52,7 @@ def test_a_run_whose_judge_failed_its_canaries_is_flagged_everywhere(tmp_path):
         "  1. a                    mean 80.00 [80.00, 80.00]  (4 of 4 items scored)",
         "  2. c                    mean 60.00 [60.00, 60.00]  (4 of 4 items scored)",
         "  3. b (canaries failed)  mean 40.00 [40.00, 40.00]  (4 of 4 items scored)",
+        "  tier 1: a; tier 2: c; tier 3: b (canaries failed)",
     ]
 
     # leaderboard.md: the note in bold before any number, the run marked in every table.

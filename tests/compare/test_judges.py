@@ -176,7 +176,8 @@ def test_runs_judged_by_different_judges_are_not_ranked_unless_allowed(
             "sets scores of different judges side by side (--allow-mixed-judges): a difference "
             "between two models may come from their judges.")
     assert printed[:2] == [f"compare: 2 models on 110 items -> {out}/", f"  {note}"]
-    assert [line.split("  mean")[0] for line in printed[2:]] == ["  1. b", "  2. a"]
+    assert [line.split("  mean")[0] for line in printed[2:]] == ["  1. b", "  2. a",
+                                                                 "  tier 1: b; tier 2: a"]
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     assert (board["comparison"], board["mixed_judges"]) == (
         "models", [{"a": "a", "b": "b", "differs": [difference]}])

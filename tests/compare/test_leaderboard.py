@@ -154,9 +154,9 @@ def test_leaderboard_of_three_runs(tmp_path):
     # losses 0.6, 0.7, 0.9 against means 70, 66.7, 43.3: perfectly reversed order
     assert board["loss_correlation"] == {"models": 3, "spearman": -1.0, "kendall": -1.0}
     assert board["agreement"] == []  # no two runs hold the same responses, no repeats
-    assert board["plots"] == ["scores.png", "loss-vs-score.png"]
+    assert board["plots"] == ["scores.png", "ranks.png", "loss-vs-score.png"]
 
-    for plot in ("scores.png", "loss-vs-score.png"):
+    for plot in ("scores.png", "ranks.png", "loss-vs-score.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "judges.png").exists()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -168,6 +168,7 @@ def test_leaderboard_of_three_runs(tmp_path):
         f"  1. a  mean 70.00 [{a_ci[0]:.2f}, {a_ci[1]:.2f}]  (4 of 4 items scored)",
         f"  2. c  mean 66.67 [{c_ci[0]:.2f}, {c_ci[1]:.2f}]  (3 of 4 items scored)",
         f"  3. b  mean 43.33 [{b_ci[0]:.2f}, {b_ci[1]:.2f}]  (3 of 4 items scored)",
+        "  tier 1: a, c, b",  # 3 items every model has a score for tell none apart
     ]
 
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8").splitlines()
@@ -223,7 +224,8 @@ def test_leaderboard_of_three_runs(tmp_path):
     # only script is the page's own, and the instruction reads as written.
     assert page.tags.count("script") == 1
     assert "Name a <b>bold</b> tag & its use." in "".join(page.text)
-    assert [image["data-file"] for image in page.images] == ["scores.png", "loss-vs-score.png"]
+    assert [image["data-file"] for image in page.images] == ["scores.png", "ranks.png",
+                                                             "loss-vs-score.png"]
     assert all(image["src"].startswith("data:image/png;base64,") for image in page.images)
 
 
@@ -245,7 +247,7 @@ def test_runs_without_fine_tuning_and_a_name_of_ones_own(tmp_path, capsys):
     assert board["pairs"][0]["wins"]["a_share"] == 1.0
     assert board["loss_correlation"] == {"models": 0, "spearman": None, "kendall": None}
     assert (board["comparison"], board["mixed_judges"], board["agreement"]) == ("models", None, [])
-    assert board["plots"] == ["scores.png"]
+    assert board["plots"] == ["scores.png", "ranks.png"]
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "| 1 | y | imported from responses.json | n/a | n/a | 60.00 | [60.00, 60.00] |" in markdown
     assert ("Not computed: it needs at least 3 models with a fine-tuned test loss and a mean "

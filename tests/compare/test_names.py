@@ -51,6 +51,7 @@ def test_run_and_judge_names_do_not_break_leaderboard_md(tmp_path):
     assert done.stdout.splitlines()[1:] == [
         "  1. a|b*<script>  mean 80.00 [80.00, 80.00]  (4 of 4 items scored)",
         r"  2. line\nbreak   mean 40.00 [40.00, 40.00]  (4 of 4 items scored)",
+        r"  tier 1: a|b*<script>; tier 2: line\nbreak",
     ]
     markdown = (results / "compare-names/leaderboard.md").read_text(encoding="utf-8")
     lines = markdown.splitlines()
