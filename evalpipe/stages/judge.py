@@ -96,6 +96,10 @@ def config_key(config: RunConfig) -> dict:
     # setting existed stay up to date.
     if not config.judge.strict_canaries:
         ignored.append("strict_canaries")
+    # The book's integer scoring is left out for the same reason: runs judged before
+    # judge.scoring existed stay up to date; "expected" changes the scores, so it is in.
+    if config.judge.scoring == "integer":
+        ignored.append("scoring")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
 
 
@@ -219,7 +223,7 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
     calls = [((job.key, repeat), judge_prompt, judge, settings.template, settings.structured,
               prompts[job.key], sized_options(judge, prompts[job.key],
                                               repeat_options(settings, repeat),
-                                              f"item {job.key}"))
+                                              f"item {job.key}"), settings.scoring)
              for job in todo for repeat in range(settings.repeats)]
 
     def whole_records(answers: Iterable[tuple[tuple[str, int], Judgment]]):
