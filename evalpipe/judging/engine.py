@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import threading
 import time
@@ -249,7 +250,10 @@ def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
     found = expected_score(template, parsed.score, answer.logprobs)
     if found.score is None:
         return dataclasses.replace(judgment, scoring=found.scoring, integer_score=parsed.score)
-    return dataclasses.replace(judgment, score=round(found.score), scoring=found.scoring,
+    # Rounded half up (76.5 -> 77): `score` stays an integer 0..100, as everything that reads
+    # scores.jsonl expects; expected_score keeps the fraction.
+    return dataclasses.replace(judgment, score=math.floor(found.score + 0.5),
+                               scoring=found.scoring,
                                distribution=found.distribution, expected=found.score,
                                integer_score=parsed.score)
 

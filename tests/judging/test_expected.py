@@ -85,7 +85,7 @@ IDENTITY = JudgeIdentity("ollama", "llama3:latest", "sha256:abc")
 def test_both_apis_ask_for_and_return_the_top_logprobs(standin_type, backend_type):
     reply = WithLogprobs([("Score", [("Score", LN(0.9)), ("Grade", LN(0.1))]),
                           (": ", [(": ", 0.0)]),
-                          ("4", [("4", LN(0.6)), ("5", LN(0.3)), ("3", LN(0.1))])])
+                          ("3", [("4", LN(0.6)), ("5", LN(0.3)), ("3", LN(0.1))])])
     with standin_type(lambda body: reply) as standin:
         model = "llama3" if standin_type is OllamaStandIn else "gpt-4o-mini"
         backend = backend_type(standin.url, model, timeout=10)
@@ -97,11 +97,11 @@ def test_both_apis_ask_for_and_return_the_top_logprobs(standin_type, backend_typ
     sent, sent_plain = standin.requests
     assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
     assert "logprobs" not in sent_plain and "top_logprobs" not in sent_plain
-    assert asked.text == plain.text == "Score: 4"
+    assert asked.text == plain.text == "Score: 3"
     # Two candidates sent at each position; the token written joins them when not among them.
     assert asked.logprobs == [["Score", [["Score", LN(0.9)], ["Grade", LN(0.1)]]],
                               [": ", [[": ", 0.0]]],
-                              ["4", [["4", LN(0.6)], ["5", LN(0.3)]]]]
+                              ["3", [["4", LN(0.6)], ["5", LN(0.3)], ["3", LN(0.1)]]]]
     assert plain.logprobs is None
 
 
