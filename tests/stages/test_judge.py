@@ -10,7 +10,9 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import signal
+import statistics
 import sqlite3
 import subprocess
 import sys
@@ -1119,3 +1121,45 @@ def test_expected_scoring_is_part_of_the_judge_config_key(run, capsys):
 def test_a_bad_scoring_setting_is_one_line(run, capsys, setting, message):
     assert run("judge", None, *setting) == 1
     assert message in capsys.readouterr().err
+
+
+# Repeats against a noisy judge: for each item the judge's probabilities for the score are
+# fixed (the book score c: c-10, c-5, c, c+5, c+10 at 0.1, 0.2, 0.4, 0.2, 0.1, those off
+# 0..100 left out), and the integer it writes is drawn from them, seeded by the request's seed.
+# So the log-probabilities at the score token are the same on every repeat -- as on a real
+# judge when the tokens before the score are (the book prompt's reply is the number alone).
+NOISE = ((-10, 0.1), (-5, 0.2), (0, 0.4), (5, 0.2), (10, 0.1))
+
+
+def noisy_judge(body: dict):
+    answer = book_judge(body)
+    if isinstance(answer, StandInFailure) or not answer.isdigit():
+        return answer
+    centre = int(answer)
+    candidates = [(str(centre + step), p) for step, p in NOISE if 0 <= centre + step <= 100]
+    draw = random.Random(f"{body['options']['seed']}:{prompt_of(body)}")
+    written = draw.choices([c for c, _ in candidates], [p for _, p in candidates])[0]
+    return WithLogprobs([(written, [(c, math.log(p)) for c, p in candidates])])
+
+
+def spread(records: dict[int, dict], field: str) -> float:
+    """The mean over the scored items of the standard deviation of `field` over the repeats."""
+    return statistics.mean(statistics.pstdev(r[field] for r in record["repeats"])
+                           for record in records.values() if record["state"] == "scored")
+
+
+def test_expected_scores_do_not_spread_over_repeats_as_sampled_integers_do(run):
+    """The figure in docs/judge.md, "Expected scores": 5 repeats of the 5 scored items."""
+    with OllamaStandIn(noisy_judge) as standin:
+        run("judge", standin.url, "judge.scoring=expected", "judge.repeats=5",
+            "judge.canaries=false")
+    by_item = scores(run)
+    integer, expected = spread(by_item, "integer_score"), spread(by_item, "expected_score")
+    print(f"per-item standard deviation over 5 repeats: integer {integer:.2f}, "
+          f"expected {expected:.2f}")
+    assert (round(integer, 2), expected, spread(by_item, "score")) == (3.91, 0.0, 0.0)
+    # The expected score is the distribution's mean: item 85 (c = 75) gets 75 exactly, item
+    # 91 (c = 100) the mean of 100, 95, 90 renormalised over 0.7: 68 / 0.7 = 97.14 (score 97).
+    assert [(r["expected_score"], r["score"]) for r in by_item[91]["repeats"]] == \
+        [(97.1429, 97)] * 5
+    assert {r["expected_score"] for r in by_item[85]["repeats"]} == {75.0}
