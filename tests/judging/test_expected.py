@@ -131,3 +131,26 @@ def test_the_cache_keeps_the_logprobs_and_keys_the_request_for_them(tmp_path):
     assert cache.get(asked_key) == Reply("Score: 4", 50, 2048, RUBRIC_TOKENS)
     assert cache.get(plain_key) == Reply("Score: 4", 50, 2048, None)
     cache.close()
+
+
+def test_load_scores_types_the_expected_score_columns():
+    from evalpipe.api import scores_frame
+
+    fields = {"scoring": "expected", "integer_score": 75, "expected_score": 76.5,
+              "score_distribution": {"60": 0.2, "75": 0.5, "90": 0.3}}
+    empty = dict.fromkeys(fields)
+    records = [{"id": "a", "state": "scored", "score": 77, **fields,
+                "repeats": [{"seed": 1, "state": "scored", "score": 77, "raw_reply": "75",
+                             **fields}]},
+               {"id": "b", "state": "empty", "score": 0, **empty,
+                "repeats": [{"seed": 1, "state": "empty", "score": 0, "raw_reply": None,
+                             **empty}]}]
+    frame = scores_frame(records)
+    assert {column: str(frame[column].dtype) for column in (
+        "scoring", "integer_score", "expected_score", "repeat_1_scoring",
+        "repeat_1_integer_score", "repeat_1_expected_score")} == {
+        "scoring": "string", "integer_score": "Int64", "expected_score": "float64",
+        "repeat_1_scoring": "string", "repeat_1_integer_score": "Int64",
+        "repeat_1_expected_score": "float64"}
+    assert frame["score_distribution"][0] == {"60": 0.2, "75": 0.5, "90": 0.3}
+    assert frame["expected_score"].isna().tolist() == [False, True]
