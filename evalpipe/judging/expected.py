@@ -13,7 +13,8 @@ scores"):
      scale (book 0-100, rubric 1-5). Candidates that spell the same value add up.
   3. On the 0-100 scale a single digit could be the first digit of a longer number; the
      candidates are read as whole numbers only when one of them has two or more digits (the
-     tokenizer writes numbers as whole tokens, as Llama 3's and OpenAI's do up to 999).
+     tokenizer writes numbers as whole tokens, as Llama 3's and OpenAI's do up to 999), or
+     when the token written is the only valid one (the judge is sure: its number is whole).
   4. The probabilities of the valid values, exp(logprob), are renormalised to sum to 1; the
      expected score is their weighted mean, on 0-100 (rubric grades mapped as their scores).
 Where a step fails the item keeps its integer score and says why (`scoring`).
@@ -73,7 +74,7 @@ def expected_score(template: str, score: int, logprobs: list | None) -> Expected
         value = _number(candidate)
         if value is not None and scale.low <= value <= scale.high:
             weights[value] = weights.get(value, 0.0) + math.exp(logprob)
-    if scale.high >= 10 and all(value < 10 for value in weights):
+    if scale.high >= 10 and len(weights) > 1 and all(value < 10 for value in weights):
         return Expected(SPANS_TOKENS, None, None)
     total = sum(weights.values())
     distribution = {scale.to_score(value): weight / total

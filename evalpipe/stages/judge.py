@@ -34,6 +34,7 @@ file, the progress bar).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -197,6 +198,11 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     write_json(out / SUMMARY, summary)
     (out / PARTIAL).unlink(missing_ok=True)
     print(summary_line(summary))
+    fallbacks = {how: n for how, n in summary.get("scoring", {}).items() if how != "expected"}
+    if fallbacks:
+        print(f"judge: judge.scoring = 'expected', but "
+              + ", ".join(f"{n} items scored {how}" for how, n in fallbacks.items())
+              + " (docs/judge.md, \"Expected scores\")")
     errors = [r for r in scored if r["state"] == "error"]
     if errors:
         print(f"judge: {len(errors)} items ended in error (first: id {errors[0]['id']}: "
@@ -261,7 +267,7 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
     # Records (items and canaries) with a judgment in error: the judge is incomplete, and the
     # next run asks for them again.
     errors = sum(not is_finished(r) for r in scored + canaries)
-    return {
+    summary = {
         "items": len(scored),
         "states": stats.state_counts(scored),
         "judge": {"backend": identity.backend, "model": identity.model,
@@ -275,6 +281,11 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
         "errors": errors,
         "seconds": seconds,
     }
+    if settings.scoring == "expected":
+        # How many scored items got an expected score, and why the others kept the integer.
+        summary["scoring"] = dict(Counter(r["scoring"] for r in scored
+                                          if r["state"] == "scored"))
+    return summary
 
 
 def summary_line(summary: dict) -> str:

@@ -61,6 +61,9 @@ def test_a_number_written_digit_by_digit_keeps_the_integer_score():
     # number, so none is read.
     single = [["5", [["5", LN(0.7)], ["9", LN(0.3)]]]]
     assert expected_score("book", 5, single).scoring == SPANS_TOKENS
+    # ... unless the digit written is the only valid candidate: the number is whole.
+    sure = [["0", [["0", LN(0.98)], ["N", LN(0.02)]]], [".", [[".", 0.0]]]]
+    assert expected_score("book", 0, sure).distribution == {"0": 1.0}
     # On the rubric's 1-5 scale a single digit is the whole grade: 5 -> 100, 9 is no grade.
     assert expected_score("rubric", 100, single).distribution == {"100": 1.0}
 

@@ -1087,14 +1087,21 @@ def test_expected_scoring_weights_the_score_by_its_probabilities(run, capsys, st
     again = scores(run)
     assert {i: {f: again[i][f] for f in fields} for i in again} == \
         {i: {f: first[i][f] for f in fields} for i in first}  # recomputed from the cache
+    assert json.loads((run.root / "judge/summary.json").read_text())["scoring"] == \
+        {"expected": 5}
+    assert "judge.scoring = 'expected', but" not in capsys.readouterr().out
     summary = json.loads((run.root / "aggregate/summary.json").read_text())
     scored = [first[i]["score"] for i in first if STATES[i] in ("scored", "empty")]
     assert summary["score"]["mean"] == sum(scored) / len(scored)  # aggregate reads `score`
 
 
-def test_expected_scoring_without_logprobs_keeps_the_integer_reply(run):
+def test_expected_scoring_without_logprobs_keeps_the_integer_reply(run, capsys):
     with OllamaStandIn(spread_judge, logprobs=False) as standin:
         run("judge", standin.url, "judge.scoring=expected", "judge.canaries=false")
+    assert ("judge: judge.scoring = 'expected', but 5 items scored integer (no logprobs) "
+            '(docs/judge.md, "Expected scores")') in capsys.readouterr().out.splitlines()
+    summary = json.loads((run.root / "judge/summary.json").read_text())
+    assert summary["scoring"] == {"integer (no logprobs)": 5}
     by_item = scores(run)
     assert {i: (r["score"], r["scoring"], r["expected_score"], r["score_distribution"])
             for i, r in by_item.items() if STATES[i] == "scored"} == {
