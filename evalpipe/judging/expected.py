@@ -28,6 +28,9 @@ from dataclasses import dataclass
 
 from evalpipe.judging.prompts import SCALES
 
+# Bump when the rule below changes: runs judged with expected scoring become stale, and their
+# cached replies (log-probabilities included) are read again without asking the judge.
+EXPECTED_RULE_VERSION = 1
 DIGITS = re.compile(r"0|[1-9][0-9]*")  # a number as a score is written: no leading zero
 TOP_LOGPROBS = 20  # candidates asked for at every position: the most Ollama and OpenAI give
 DIGITS_KEPT = 4  # decimals of the probabilities and the expected score in scores.jsonl

@@ -49,7 +49,7 @@ from evalpipe.io import (
     write_json,
     write_jsonl,
 )
-from evalpipe.judging import prompts
+from evalpipe.judging import expected, prompts
 from evalpipe.judging.engine import (
     EMPTY,
     Judge,
@@ -119,9 +119,14 @@ def identity(config: RunConfig, paths: RunPaths) -> dict:
 
 
 def rules(settings: JudgeConfig) -> dict:
-    """The code that decides the scores: a hash of the prompt text, the parsing rule's version."""
-    return {"prompt_template": template_sha256(settings.template, settings.structured),
-            "parse_rule": prompts.PARSE_RULE_VERSION}
+    """The code that decides the scores: a hash of the prompt text, the parsing rule's version,
+    and with expected scoring the version of its rule (only then, so that other runs' keys
+    stay as they were)."""
+    decided_by = {"prompt_template": template_sha256(settings.template, settings.structured),
+                  "parse_rule": prompts.PARSE_RULE_VERSION}
+    if settings.scoring == "expected":
+        decided_by["expected_rule"] = expected.EXPECTED_RULE_VERSION
+    return decided_by
 
 
 def incomplete(config: RunConfig, paths: RunPaths) -> str | None:

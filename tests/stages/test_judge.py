@@ -1170,3 +1170,20 @@ def test_expected_scores_do_not_spread_over_repeats_as_sampled_integers_do(run):
     assert [(r["expected_score"], r["score"]) for r in by_item[91]["repeats"]] == \
         [(97.1429, 97)] * 5
     assert {r["expected_score"] for r in by_item[85]["repeats"]} == {75.0}
+
+
+def test_a_new_expected_rule_version_makes_the_judge_stale_and_rereads_the_cache(
+        run, capsys, monkeypatch):
+    import evalpipe.judging.expected
+
+    settings = ("judge.scoring=expected", "judge.canaries=false")
+    with OllamaStandIn(spread_judge) as standin:
+        assert run("judge", standin.url, *settings) == 0
+        version = evalpipe.judging.expected.EXPECTED_RULE_VERSION
+        monkeypatch.setattr(evalpipe.judging.expected, "EXPECTED_RULE_VERSION", version + 1)
+        assert status_of(run, capsys, standin.url, *settings)["judge"] == (
+            f"stale    expected_rule changed: {version} -> {version + 1}")
+        before = len(standin.requests)
+        assert run("judge", standin.url, *settings) == 0
+        assert asked(standin, before) == [BROKEN, BROKEN]  # the rest: cached replies reread
+    assert scores(run)[85]["expected_score"] == 76.5
