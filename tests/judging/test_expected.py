@@ -5,6 +5,7 @@ for and read them through the real clients, from the stand-in servers."""
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import pytest
 from standins import OllamaStandIn, OpenAIStandIn, WithLogprobs
@@ -157,3 +158,20 @@ def test_load_scores_types_the_expected_score_columns():
         "repeat_1_expected_score": "float64"}
     assert frame["score_distribution"][0] == {"60": 0.2, "75": 0.5, "90": 0.3}
     assert frame["expected_score"].isna().tolist() == [False, True]
+
+
+def test_a_cache_from_before_logprobs_gets_the_column_and_keeps_its_replies(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, raw TEXT NOT NULL, backend TEXT, "
+                "model TEXT, created TEXT, prompt_tokens INTEGER, context INTEGER, "
+                "checked INTEGER NOT NULL DEFAULT 0)")
+    old.execute("INSERT INTO replies VALUES ('k', '85', 'ollama', 'llama3', '2026-01-01', 40, "
+                "2048, 1)")
+    old.commit()
+    old.close()
+    cache = JudgmentCache(path)
+    assert cache.get("k") == Reply("85", 40, 2048, None)  # still good for integer scoring
+    cache.put("e", Reply("Score: 4", 50, 2048, RUBRIC_TOKENS), IDENTITY)
+    assert cache.get("e").logprobs == RUBRIC_TOKENS
+    cache.close()
