@@ -35,11 +35,14 @@ LEADERBOARD = "leaderboard.json"
 # without a response, a judgment in error), counts and scores are null for some states.
 TEXT_COLUMNS = ("id", "instruction", "input", "output", "response", "stop_reason", "reason",
                 "raw_reply", "error", "judge_backend", "judge_model", "judge_digest",
-                "judge_template", "prompt_sha256", "mode")
-INTEGER_COLUMNS = ("prompt_tokens", "response_tokens", "score", "position", "shuffle_seed")
+                "judge_template", "prompt_sha256", "mode", "scoring")
+INTEGER_COLUMNS = ("prompt_tokens", "response_tokens", "score", "position", "shuffle_seed",
+                   "integer_score")
 BOOLEAN_COLUMNS = ("cached",)
-FLOAT_COLUMNS = ("seconds", "judge_seconds")  # null for imported responses
-REPEAT_DTYPES = {"seed": "Int64", "state": "state", "score": "Int64", "raw_reply": "string"}
+FLOAT_COLUMNS = ("seconds", "judge_seconds",  # null for imported responses
+                 "expected_score")  # judge.scoring = "expected"; null where the integer stands
+REPEAT_DTYPES = {"seed": "Int64", "state": "state", "score": "Int64", "raw_reply": "string",
+                 "scoring": "string", "integer_score": "Int64", "expected_score": "float64"}
 
 
 def run_paths(run: str, results: str | Path | None = None) -> RunPaths:

@@ -121,6 +121,9 @@ class JudgeConfig:
     retries: int = 3
     concurrency: int = 4
     repeats: int = 1  # ask k times with seeds seed, seed+1, ...
+    # "integer": the score the reply writes (the book's); "expected": the mean of the score
+    # values weighted by the judge's probabilities for them (docs/judge.md, "Expected scores")
+    scoring: str = "integer"
     canaries: bool = True
     strict_canaries: bool = False  # a judge that fails its canaries is an error, not a warning
     mode: str = "single"  # "single" or "together" (all models' responses in one prompt)
@@ -309,6 +312,7 @@ CHOICES = {
     ("judge", "backend"): ("ollama", "openai", "llamacpp", "mock"),
     ("judge", "template"): ("book", "rubric"),
     ("judge", "mode"): ("single", "together"),
+    ("judge", "scoring"): ("integer", "expected"),
     ("model", "qkv_bias"): ("", "true", "false"),
     ("model", "tie_weights"): ("", "true", "false"),
 }
@@ -382,6 +386,9 @@ def validate(config: RunConfig) -> None:
     data = config.data
     if data.train_fraction + data.test_fraction > 1:
         raise ConfigError("data.train_fraction + data.test_fraction must not exceed 1")
+    if config.judge.scoring == "expected" and config.judge.mode == "together":
+        raise ConfigError("judge.scoring: 'expected' works with judge.mode = 'single' only "
+                          "(a together reply writes k scores in one JSON object)")
     model = config.model
     if model.emb_dim and model.n_heads and model.emb_dim % model.n_heads:
         raise ConfigError(f"model.n_heads: {model.n_heads} does not divide model.emb_dim "

@@ -69,7 +69,42 @@ class StandInFailure:
                 f"delay={self.delay}, drop={self.drop}, raw={self.raw})")
 
 
-Reply = Callable[[dict], "str | StandInFailure"]
+class WithLogprobs:
+    """An answer with the log-probabilities of its tokens: `tokens` is the reply cut into
+    tokens, each `(token, [(candidate, logprob), ...])` -- the token written and the top
+    candidates at its position, most likely first, the token written among them. The text is
+    the tokens joined. Sent (in the API's own shape) when the request asks for logprobs and
+    the stand-in was made with logprobs=True."""
+
+    def __init__(self, tokens: list[tuple[str, list[tuple[str, float]]]]):
+        self.tokens = tokens
+        self.text = "".join(token for token, _ in tokens)
+
+    def __repr__(self) -> str:
+        return f"WithLogprobs({self.tokens!r})"
+
+
+def certain_tokens(text: str) -> list[tuple[str, list[tuple[str, float]]]]:
+    """A plain answer's tokens when logprobs are asked for: words and spaces, each certain
+    (log-probability 0, the only candidate)."""
+    return [(piece, [(piece, 0.0)]) for piece in re.findall(r"\d+|[^\d\s]+|\s+", text)]
+
+
+def logprob_entries(answer: "str | WithLogprobs", top: int) -> list[dict]:
+    """The per-token log-probabilities as both APIs send them: [{token, logprob, bytes,
+    top_logprobs: [{token, logprob, bytes}, ...]}] (Ollama's ChatResponse.logprobs, OpenAI's
+    choices[0].logprobs.content), `top` candidates at most."""
+    tokens = answer.tokens if isinstance(answer, WithLogprobs) else certain_tokens(answer)
+    entries = []
+    for token, candidates in tokens:
+        logprob = dict(candidates).get(token, 0.0)
+        entries.append({"token": token, "logprob": logprob, "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": c, "logprob": lp, "bytes": list(c.encode())}
+                                         for c, lp in candidates[:top]]})
+    return entries
+
+
+Reply = Callable[[dict], "str | WithLogprobs | StandInFailure"]
 
 # ------------------------------------------------------------------------------------------
 # The deterministic stand-in judge
@@ -275,8 +310,9 @@ class _StandInServer:
 
     url_suffix = ""
 
-    def __init__(self, reply: Reply | None):
+    def __init__(self, reply: Reply | None, logprobs: bool = True):
         self.reply: Reply = reply or book_judge
+        self.logprobs = logprobs  # False: a server that ignores a request for logprobs
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -337,9 +373,15 @@ class _StandInServer:
             answer = self.reply(body)
         except Exception as err:  # noqa: BLE001 - reported to the client instead
             return StandInFailure(500, f"stand-in reply function raised {err!r}")
-        if not isinstance(answer, (str, StandInFailure)):
+        if not isinstance(answer, (str, WithLogprobs, StandInFailure)):
             return StandInFailure(500, f"stand-in reply function returned {answer!r}")
         return answer
+
+    def _logprobs_of(self, body: dict, answer: "str | WithLogprobs") -> list[dict] | None:
+        """The answer's log-probabilities when the request asks and this server sends them."""
+        if not (self.logprobs and body.get("logprobs")):
+            return None
+        return logprob_entries(answer, int(body.get("top_logprobs") or 0))
 
     def _send_failure(self, handler: _Handler, failure: StandInFailure) -> None:
         if failure.delay:
@@ -399,8 +441,8 @@ class OllamaStandIn(_StandInServer):
 
     def __init__(self, reply: Reply | None = None, *, models: dict[str, str] | None = None,
                  stream_ok: bool = True, context_length: int = 8192, cut: str = "half",
-                 pullable: dict[str, str] | None = None):
-        super().__init__(reply)
+                 pullable: dict[str, str] | None = None, logprobs: bool = True):
+        super().__init__(reply, logprobs)
         self.pullable: dict[str, str] = dict(pullable or {})
         self.pulls: list[str] = []
         self.models: dict[str, str] = dict(DEFAULT_OLLAMA_MODELS if models is None else models)
@@ -516,6 +558,8 @@ class OllamaStandIn(_StandInServer):
             self._send_failure(handler, answer)
             return
         chat = path == "/api/chat"
+        logprobs = self._logprobs_of(body, answer)
+        answer = answer.text if isinstance(answer, WithLogprobs) else answer
         words = len(answer.split())
         final = {
             "model": requested, "created_at": _now_rfc3339(),
@@ -529,6 +573,8 @@ class OllamaStandIn(_StandInServer):
                 final["message"] = {"role": "assistant", "content": answer}
             else:
                 final["response"] = answer
+            if logprobs is not None:
+                final["logprobs"] = logprobs
             handler.send_json(200, final)
             return
         lines = []
@@ -572,8 +618,8 @@ class OpenAIStandIn(_StandInServer):
     def __init__(self, reply: Reply | None = None, *, models: list[str] | None = None,
                  api_key: str | None = None, owner: str = OPENAI_MODEL_OWNER,
                  meta: dict | None = None, clock: Callable[[], float] = time.time,
-                 context: int | None = None):
-        super().__init__(reply)
+                 context: int | None = None, logprobs: bool = True):
+        super().__init__(reply, logprobs)
         self.context = context
         self.models: list[str] = list(DEFAULT_OPENAI_MODELS if models is None else models)
         self.api_key = api_key
@@ -658,6 +704,8 @@ class OpenAIStandIn(_StandInServer):
         if isinstance(answer, StandInFailure):
             self._send_failure(handler, answer)
             return
+        logprobs = self._logprobs_of(body, answer)
+        answer = answer.text if isinstance(answer, WithLogprobs) else answer
         with self._lock:
             self._completion_count += 1
             number = self._completion_count
@@ -671,7 +719,8 @@ class OpenAIStandIn(_StandInServer):
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": answer, "refusal": None},
-                "logprobs": None,
+                "logprobs": None if logprobs is None else {"content": logprobs,
+                                                           "refusal": None},
                 "finish_reason": "stop",
             }],
             "usage": {"prompt_tokens": read, "completion_tokens": completion_tokens,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from evalpipe.io import (
     sha256_file_remembered,
 )
 from evalpipe.judging.cache import JudgmentCache, cache_key, cache_path
+from evalpipe.judging.expected import TOP_LOGPROBS, expected_score
 from evalpipe.judging.prompts import parse_reply, schema
 from evalpipe.manifest import Unchecked
 
@@ -147,6 +149,7 @@ class Answer:
     error: str | None
     seconds: float  # wall time including retries; 0 when answered from the cache
     cached: bool
+    logprobs: list | None = None  # backends.Reply.logprobs, when asked for and sent
 
 
 @dataclass
@@ -160,6 +163,12 @@ class Judgment:
     error: str | None
     seconds: float
     cached: bool
+    # judge.scoring = "expected" (evalpipe/judging/expected.py): how the score was made, the
+    # judge's probabilities of the scores, their weighted mean; None under integer scoring
+    scoring: str | None = None
+    distribution: dict[str, float] | None = None
+    expected: float | None = None
+    integer_score: int | None = None  # the score the reply wrote, when `score` is expected
 
 
 # The judgment of an empty response: score 0, the judge is not asked (the book's rule).
@@ -182,22 +191,25 @@ class Judge:
         # then not retried, so the process ends without waiting out the backoff.
         self.stopping = threading.Event()
 
-    def ask(self, prompt: str, options: dict, schema: dict | None = None) -> Answer:
+    def ask(self, prompt: str, options: dict, schema: dict | None = None,
+            top_logprobs: int = 0) -> Answer:
         """The judge's raw reply to `prompt`: from the cache if it was asked before, else from
         the backend, retrying transient failures with exponential backoff. A reply whose
-        prompt token count says the prompt was cut (`truncation`) is an error, never cached."""
+        prompt token count says the prompt was cut (`truncation`) is an error, never cached.
+        `top_logprobs` > 0 asks for the reply's log-probabilities too (JudgeRequest)."""
         from evalpipe.judging.backends import (
             JudgeError,
             JudgeRequest,
             TransientJudgeError,
         )
 
-        key = cache_key(self.identity, prompt, options, schema)
+        key = cache_key(self.identity, prompt, options, schema, top_logprobs)
         reply = self.cache.get(key)
         if reply is not None and truncation(prompt, reply) is None:
-            return Answer(reply.text, None, 0.0, True)
+            return Answer(reply.text, None, 0.0, True, reply.logprobs)
         clock = time.monotonic()
-        request = JudgeRequest(prompt=prompt, options=dict(options), schema=schema)
+        request = JudgeRequest(prompt=prompt, options=dict(options), schema=schema,
+                               top_logprobs=top_logprobs)
         for attempt in range(self.retries + 1):
             try:
                 reply = self.backend.ask(request)
@@ -216,18 +228,34 @@ class Judge:
         if truncated is not None:  # not cached: a rerun asks again
             return Answer(None, truncated, seconds, False)
         self.cache.put(key, reply, self.identity)
-        return Answer(reply.text, None, seconds, False)
+        return Answer(reply.text, None, seconds, False, reply.logprobs)
 
 
 def judge_prompt(judge: Judge, template: str, structured: bool, prompt: str,
-                 options: dict) -> Judgment:
-    """Ask `prompt` (rendered with `template`) and parse the reply."""
-    answer = judge.ask(prompt, options, schema(template) if structured else None)
+                 options: dict, scoring: str = "integer") -> Judgment:
+    """Ask `prompt` (rendered with `template`) and parse the reply. With `scoring`
+    "expected" the reply's log-probabilities are asked for too, and the score is the
+    expected score rounded to an integer where they give one (evalpipe/judging/expected.py);
+    else the integer score stands and `scoring` says why."""
+    top_logprobs = TOP_LOGPROBS if scoring == "expected" else 0
+    answer = judge.ask(prompt, options, schema(template) if structured else None,
+                       top_logprobs)
     if answer.error is not None:
         return Judgment("error", None, None, None, answer.error, answer.seconds, answer.cached)
     parsed = parse_reply(template, structured, answer.raw)
-    return Judgment(parsed.state, parsed.score, parsed.reason, answer.raw, None,
-                    answer.seconds, answer.cached)
+    judgment = Judgment(parsed.state, parsed.score, parsed.reason, answer.raw, None,
+                        answer.seconds, answer.cached)
+    if scoring != "expected" or parsed.state != "scored":
+        return judgment
+    found = expected_score(template, parsed.score, answer.logprobs)
+    if found.score is None:
+        return dataclasses.replace(judgment, scoring=found.scoring, integer_score=parsed.score)
+    # Rounded half up (76.5 -> 77): `score` stays an integer 0..100, as everything that reads
+    # scores.jsonl expects; expected_score keeps the fraction.
+    return dataclasses.replace(judgment, score=math.floor(found.score + 0.5),
+                               scoring=found.scoring,
+                               distribution=found.distribution, expected=found.score,
+                               integer_score=parsed.score)
 
 
 def preflight(backend, settings: JudgeConfig):
@@ -312,11 +340,22 @@ def judge_fields(settings: JudgeConfig, identity, judgments: list[Judgment],
         "prompt_sha256": prompt_sha256,
         "judge_seconds": first.seconds, "cached": first.cached,
     }
+    if settings.scoring == "expected":
+        fields.update(expected_fields(first))
     if settings.repeats > 1:
         fields["repeats"] = [{"seed": seed, "state": j.state, "score": j.score,
-                              "raw_reply": j.raw} for seed, j in zip(seeds_of(settings),
-                                                                     judgments)]
+                              "raw_reply": j.raw,
+                              **(expected_fields(j) if settings.scoring == "expected" else {})}
+                             for seed, j in zip(seeds_of(settings), judgments)]
     return fields
+
+
+def expected_fields(judgment: Judgment) -> dict:
+    """What judge.scoring = "expected" adds to a record or a repeat (docs/records.md): how
+    the score was made, the score the reply wrote, the distribution, the expected score
+    (the last two null where the integer score stands)."""
+    return {"scoring": judgment.scoring, "integer_score": judgment.integer_score,
+            "score_distribution": judgment.distribution, "expected_score": judgment.expected}
 
 
 def read_responses(path: Path) -> list[dict]:

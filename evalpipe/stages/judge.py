@@ -34,6 +34,7 @@ file, the progress bar).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -48,7 +49,7 @@ from evalpipe.io import (
     write_json,
     write_jsonl,
 )
-from evalpipe.judging import prompts
+from evalpipe.judging import expected, prompts
 from evalpipe.judging.engine import (
     EMPTY,
     Judge,
@@ -96,6 +97,10 @@ def config_key(config: RunConfig) -> dict:
     # setting existed stay up to date.
     if not config.judge.strict_canaries:
         ignored.append("strict_canaries")
+    # The book's integer scoring is left out for the same reason: runs judged before
+    # judge.scoring existed stay up to date; "expected" changes the scores, so it is in.
+    if config.judge.scoring == "integer":
+        ignored.append("scoring")
     return {k: v for k, v in config.section("judge").items() if k not in ignored}
 
 
@@ -114,9 +119,14 @@ def identity(config: RunConfig, paths: RunPaths) -> dict:
 
 
 def rules(settings: JudgeConfig) -> dict:
-    """The code that decides the scores: a hash of the prompt text, the parsing rule's version."""
-    return {"prompt_template": template_sha256(settings.template, settings.structured),
-            "parse_rule": prompts.PARSE_RULE_VERSION}
+    """The code that decides the scores: a hash of the prompt text, the parsing rule's version,
+    and with expected scoring the version of its rule (only then, so that other runs' keys
+    stay as they were)."""
+    decided_by = {"prompt_template": template_sha256(settings.template, settings.structured),
+                  "parse_rule": prompts.PARSE_RULE_VERSION}
+    if settings.scoring == "expected":
+        decided_by["expected_rule"] = expected.EXPECTED_RULE_VERSION
+    return decided_by
 
 
 def incomplete(config: RunConfig, paths: RunPaths) -> str | None:
@@ -193,6 +203,11 @@ def run(config: RunConfig, paths: RunPaths) -> None:
     write_json(out / SUMMARY, summary)
     (out / PARTIAL).unlink(missing_ok=True)
     print(summary_line(summary))
+    fallbacks = {how: n for how, n in summary.get("scoring", {}).items() if how != "expected"}
+    if fallbacks:
+        print(f"judge: judge.scoring = 'expected', but "
+              + ", ".join(f"{n} items scored {how}" for how, n in fallbacks.items())
+              + " (docs/judge.md, \"Expected scores\")")
     errors = [r for r in scored if r["state"] == "error"]
     if errors:
         print(f"judge: {len(errors)} items ended in error (first: id {errors[0]['id']}: "
@@ -219,7 +234,7 @@ def _judge_jobs(judge: Judge, settings: JudgeConfig, todo: list[Job], done: dict
     calls = [((job.key, repeat), judge_prompt, judge, settings.template, settings.structured,
               prompts[job.key], sized_options(judge, prompts[job.key],
                                               repeat_options(settings, repeat),
-                                              f"item {job.key}"))
+                                              f"item {job.key}"), settings.scoring)
              for job in todo for repeat in range(settings.repeats)]
 
     def whole_records(answers: Iterable[tuple[tuple[str, int], Judgment]]):
@@ -257,7 +272,7 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
     # Records (items and canaries) with a judgment in error: the judge is incomplete, and the
     # next run asks for them again.
     errors = sum(not is_finished(r) for r in scored + canaries)
-    return {
+    summary = {
         "items": len(scored),
         "states": stats.state_counts(scored),
         "judge": {"backend": identity.backend, "model": identity.model,
@@ -271,6 +286,11 @@ def make_summary(settings: JudgeConfig, identity, scored: list[dict], canaries: 
         "errors": errors,
         "seconds": seconds,
     }
+    if settings.scoring == "expected":
+        # How many scored items got an expected score, and why the others kept the integer.
+        summary["scoring"] = dict(Counter(r["scoring"] for r in scored
+                                          if r["state"] == "scored"))
+    return summary
 
 
 def summary_line(summary: dict) -> str:

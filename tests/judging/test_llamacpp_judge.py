@@ -93,6 +93,19 @@ def test_same_seed_at_temperature_zero_gives_the_same_text(judge):
     assert first.text and first == second
 
 
+def test_logprobs_come_back_for_every_token_of_the_reply(judge):
+    """xllamacpp's chat completion takes OpenAI's logprobs/top_logprobs and answers in
+    OpenAI's shape: the reply's tokens, each with its top candidates."""
+    reply = judge.ask(JudgeRequest(PROMPT, OPTIONS, top_logprobs=3))
+    assert reply.logprobs is not None
+    assert "".join(token for token, _ in reply.logprobs) == reply.text
+    for token, candidates in reply.logprobs:
+        assert 3 <= len(candidates) <= 4  # the token written joins its top 3 when not in them
+        assert token in [candidate for candidate, _ in candidates]
+        assert all(logprob <= 0 for _, logprob in candidates)
+    assert judge.ask(JudgeRequest(PROMPT, OPTIONS)).logprobs is None
+
+
 def test_a_bad_schema_is_a_judge_error_naming_the_file(judge, gguf):
     with pytest.raises(JudgeError) as caught:
         judge.ask(JudgeRequest(PROMPT, options=OPTIONS, schema={"type": "no-such-type"}))

@@ -9,7 +9,10 @@ the stand-in judge (100 x word-overlap F1 with the correct output) gives known s
 import hashlib
 import itertools
 import json
+import math
+import random
 import signal
+import statistics
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +32,7 @@ from standins import (
     parse_book_prompt,
     parse_rubric_prompt,
     prompt_of,
+    WithLogprobs,
     unused_url,
 )
 
@@ -1056,3 +1060,140 @@ def test_the_llamacpp_digest_is_read_without_loading_the_model(tmp_path):
     assert served_digest(settings) == hashlib.sha256(b"GGUF not really").hexdigest()
     gguf.unlink()
     assert served_digest(settings) == Unchecked(f"GGUF file not found: {gguf}")
+
+
+# -- expected scores (judge.scoring = "expected") ---------------------------------------------
+
+def spread_judge(body: dict):
+    """The book judge, except that item 85's score token (75) comes with candidates: 75 at
+    0.5, 90 at 0.3, 60 at 0.2 (Ollama and OpenAI send them when asked for logprobs)."""
+    if response_of(body) == RESPONSES[85][0]:
+        return WithLogprobs([("75", [("75", math.log(0.5)), ("90", math.log(0.3)),
+                                     ("60", math.log(0.2))])])
+    return scripted(body)
+
+
+@pytest.mark.parametrize("standin_type", [OllamaStandIn, OpenAIStandIn])
+def test_expected_scoring_weights_the_score_by_its_probabilities(run, capsys, standin_type):
+    settings = ["judge.scoring=expected"]
+    if standin_type is OpenAIStandIn:
+        settings += ["judge.backend=openai", "judge.model=gpt-4o-mini"]
+    with standin_type(spread_judge) as standin:
+        assert run("evaluate", standin.url, *settings) == 0
+        first = scores(run)
+        before = len(standin.requests)
+        assert run("judge", standin.url, *settings, force=True) == 0
+        assert asked(standin, before) == [BROKEN, BROKEN]  # the rest: from the cache
+    assert {(b["logprobs"], b["top_logprobs"]) for b in standin.requests} == {(True, 20)}
+    fields = ("score", "integer_score", "expected_score", "score_distribution", "scoring")
+    assert {f: first[85][f] for f in fields} == {
+        "score": 77, "integer_score": 75, "expected_score": 76.5,  # 37.5 + 27 + 12
+        "score_distribution": {"60": 0.2, "75": 0.5, "90": 0.3}, "scoring": "expected"}
+    assert {f: first[87][f] for f in fields} == {  # a certain reply
+        "score": 67, "integer_score": 67, "expected_score": 67.0,
+        "score_distribution": {"67": 1.0}, "scoring": "expected"}
+    for item in (86, 88, 89):  # empty, unparseable, error: no score to weigh
+        assert {f: first[item][f] for f in fields[1:]} == dict.fromkeys(fields[1:])
+    again = scores(run)
+    assert {i: {f: again[i][f] for f in fields} for i in again} == \
+        {i: {f: first[i][f] for f in fields} for i in first}  # recomputed from the cache
+    assert json.loads((run.root / "judge/summary.json").read_text())["scoring"] == \
+        {"expected": 5}
+    assert "judge.scoring = 'expected', but" not in capsys.readouterr().out
+    summary = json.loads((run.root / "aggregate/summary.json").read_text())
+    scored = [first[i]["score"] for i in first if STATES[i] in ("scored", "empty")]
+    assert summary["score"]["mean"] == sum(scored) / len(scored)  # aggregate reads `score`
+
+
+def test_expected_scoring_without_logprobs_keeps_the_integer_reply(run, capsys):
+    with OllamaStandIn(spread_judge, logprobs=False) as standin:
+        run("judge", standin.url, "judge.scoring=expected", "judge.canaries=false")
+    assert ("judge: judge.scoring = 'expected', but 5 items scored integer (no logprobs) "
+            '(docs/judge.md, "Expected scores")') in capsys.readouterr().out.splitlines()
+    summary = json.loads((run.root / "judge/summary.json").read_text())
+    assert summary["scoring"] == {"integer (no logprobs)": 5}
+    by_item = scores(run)
+    assert {i: (r["score"], r["scoring"], r["expected_score"], r["score_distribution"])
+            for i, r in by_item.items() if STATES[i] == "scored"} == {
+        i: (RESPONSES[i][1], "integer (no logprobs)", None, None) for i in (85, 87, 90, 91, 94)}
+
+
+def test_expected_scoring_is_part_of_the_judge_config_key(run, capsys):
+    with OllamaStandIn(book_judge) as standin:
+        run("judge", standin.url, "judge.canaries=false")
+        capsys.readouterr()
+        assert run("judge", standin.url, "judge.canaries=false", "judge.scoring=integer") == 0
+        assert "judge: up to date" in capsys.readouterr().out  # integer: the default
+        assert run("judge", standin.url, "judge.canaries=false",
+                   "judge.scoring=expected") == 0
+    assert "judge: running (configuration changed: scoring)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["judge.scoring=mean"],
+     "judge.scoring: expected one of 'integer', 'expected', got 'mean'"),
+    (["judge.scoring=expected", "judge.mode=together"],
+     "judge.scoring: 'expected' works with judge.mode = 'single' only"),
+])
+def test_a_bad_scoring_setting_is_one_line(run, capsys, setting, message):
+    assert run("judge", None, *setting) == 1
+    assert message in capsys.readouterr().err
+
+
+# Repeats against a noisy judge: for each item the judge's probabilities for the score are
+# fixed (the book score c: c-10, c-5, c, c+5, c+10 at 0.1, 0.2, 0.4, 0.2, 0.1, those off
+# 0..100 left out), and the integer it writes is drawn from them, seeded by the request's seed.
+# So the log-probabilities at the score token are the same on every repeat -- as on a real
+# judge when the tokens before the score are (the book prompt's reply is the number alone).
+NOISE = ((-10, 0.1), (-5, 0.2), (0, 0.4), (5, 0.2), (10, 0.1))
+
+
+def noisy_judge(body: dict):
+    answer = book_judge(body)
+    if isinstance(answer, StandInFailure) or not answer.isdigit():
+        return answer
+    centre = int(answer)
+    candidates = [(str(centre + step), p) for step, p in NOISE if 0 <= centre + step <= 100]
+    draw = random.Random(f"{body['options']['seed']}:{prompt_of(body)}")
+    written = draw.choices([c for c, _ in candidates], [p for _, p in candidates])[0]
+    return WithLogprobs([(written, [(c, math.log(p)) for c, p in candidates])])
+
+
+def spread(records: dict[int, dict], field: str) -> float:
+    """The mean over the scored items of the standard deviation of `field` over the repeats."""
+    return statistics.mean(statistics.pstdev(r[field] for r in record["repeats"])
+                           for record in records.values() if record["state"] == "scored")
+
+
+def test_expected_scores_do_not_spread_over_repeats_as_sampled_integers_do(run):
+    """The figure in docs/judge.md, "Expected scores": 5 repeats of the 5 scored items."""
+    with OllamaStandIn(noisy_judge) as standin:
+        run("judge", standin.url, "judge.scoring=expected", "judge.repeats=5",
+            "judge.canaries=false")
+    by_item = scores(run)
+    integer, expected = spread(by_item, "integer_score"), spread(by_item, "expected_score")
+    print(f"per-item standard deviation over 5 repeats: integer {integer:.2f}, "
+          f"expected {expected:.2f}")
+    assert (round(integer, 2), expected, spread(by_item, "score")) == (3.91, 0.0, 0.0)
+    # The expected score is the distribution's mean: item 85 (c = 75) gets 75 exactly, item
+    # 91 (c = 100) the mean of 100, 95, 90 renormalised over 0.7: 68 / 0.7 = 97.14 (score 97).
+    assert [(r["expected_score"], r["score"]) for r in by_item[91]["repeats"]] == \
+        [(97.1429, 97)] * 5
+    assert {r["expected_score"] for r in by_item[85]["repeats"]} == {75.0}
+
+
+def test_a_new_expected_rule_version_makes_the_judge_stale_and_rereads_the_cache(
+        run, capsys, monkeypatch):
+    import evalpipe.judging.expected
+
+    settings = ("judge.scoring=expected", "judge.canaries=false")
+    with OllamaStandIn(spread_judge) as standin:
+        assert run("judge", standin.url, *settings) == 0
+        version = evalpipe.judging.expected.EXPECTED_RULE_VERSION
+        monkeypatch.setattr(evalpipe.judging.expected, "EXPECTED_RULE_VERSION", version + 1)
+        assert status_of(run, capsys, standin.url, *settings)["judge"] == (
+            f"stale    expected_rule changed: {version} -> {version + 1}")
+        before = len(standin.requests)
+        assert run("judge", standin.url, *settings) == 0
+        assert asked(standin, before) == [BROKEN, BROKEN]  # the rest: cached replies reread
+    assert scores(run)[85]["expected_score"] == 76.5

@@ -61,6 +61,8 @@ class JudgeRequest:
     prompt: str  # one user message
     options: dict[str, Any] = field(default_factory=dict)  # seed, temperature, num_ctx, ...
     schema: dict[str, Any] | None = None  # JSON schema the reply must follow, or None
+    top_logprobs: int = 0  # > 0: ask for the log-probabilities of this many top tokens at
+    # every position of the reply (judge.scoring = "expected"); 0: do not ask
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,36 @@ class Reply:
     # (Ollama: prompt_eval_count; OpenAI-style: usage.prompt_tokens); None: not reported
     context: int | None = None  # the context the request ran in when known (Ollama: the
     # num_ctx sent; llamacpp: n_ctx); None for OpenAI-style servers, which do not say
+    logprobs: Logprobs | None = None  # the reply's tokens with their top alternatives, when
+    # asked for (JudgeRequest.top_logprobs) and the server sent them; None otherwise
+
+
+# A reply's log-probabilities, one entry per token of the reply, in order:
+# [token, [[candidate, logprob], ...]] -- the token written and the top candidates at its
+# position (the token itself among them when the server counts it in the top N). Lists, not
+# objects, so that the judgment cache stores them as JSON and gives back the same value.
+Logprobs = list
+
+
+def openai_logprobs(content: Any) -> Logprobs | None:
+    """The reply's Logprobs from an OpenAI-style `choices[0].logprobs.content` (a list of
+    {token, logprob, top_logprobs: [{token, logprob}, ...]}, as dicts or the openai client's
+    objects; Ollama's `logprobs` has the same shape); None when there are none."""
+    if not content:
+        return None
+
+    def get(entry, name):
+        return entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
+
+    tokens = []
+    for entry in content:
+        token = get(entry, "token")
+        candidates = [[get(c, "token"), float(get(c, "logprob"))]
+                      for c in get(entry, "top_logprobs") or []]
+        if token not in [c[0] for c in candidates]:  # the token written is a candidate too
+            candidates.append([token, float(get(entry, "logprob"))])
+        tokens.append([token, candidates])
+    return tokens
 
 
 class JudgeBackend(Protocol):
@@ -105,11 +137,11 @@ def _max_tokens(options: dict[str, Any]) -> int | None:
 
 
 def chat_extras(options: dict[str, Any], names: tuple[str, ...],
-                schema: dict[str, Any] | None = None) -> dict[str, Any]:
+                schema: dict[str, Any] | None = None, top_logprobs: int = 0) -> dict[str, Any]:
     """The fields of an OpenAI-style chat-completion request besides model and messages:
     the judge.options among `names` (what the server understands; the rest, such as
-    Ollama's num_ctx, is left out), `max_tokens` (from max_tokens or num_predict), and the
-    schema as a json_schema `response_format`."""
+    Ollama's num_ctx, is left out), `max_tokens` (from max_tokens or num_predict), the
+    schema as a json_schema `response_format`, and `logprobs`/`top_logprobs` when asked."""
     extras = {name: options[name] for name in names if name in options}
     max_tokens = _max_tokens(options)
     if max_tokens is not None:
@@ -119,6 +151,9 @@ def chat_extras(options: dict[str, Any], names: tuple[str, ...],
             "type": "json_schema",
             "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
         }
+    if top_logprobs:
+        extras["logprobs"] = True
+        extras["top_logprobs"] = top_logprobs
     return extras
 
 

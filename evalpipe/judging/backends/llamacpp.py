@@ -20,6 +20,7 @@ from evalpipe.judging.backends.base import (
     Reply,
     _one_line,
     chat_extras,
+    openai_logprobs,
 )
 
 LLAMACPP_DEFAULT_N_CTX = 2048
@@ -94,7 +95,8 @@ class LlamaCppBackend:
 
     def ask(self, request: JudgeRequest) -> Reply:
         body = {"messages": [{"role": "user", "content": request.prompt}], "stream": False,
-                **chat_extras(request.options, LLAMACPP_REQUEST_OPTIONS, request.schema)}
+                **chat_extras(request.options, LLAMACPP_REQUEST_OPTIONS, request.schema,
+                             request.top_logprobs)}
         with self._lock:
             server = self._load()
             try:
@@ -116,8 +118,11 @@ class LlamaCppBackend:
             raise JudgeError(f"llama.cpp judge {self.path} gave a reply with no text")
         usage = reply.get("usage")
         prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        logprobs = reply["choices"][0].get("logprobs")
         return Reply(text, prompt_tokens if isinstance(prompt_tokens, int) else None,
-                     self.n_ctx)
+                     self.n_ctx,
+                     openai_logprobs(logprobs.get("content")) if request.top_logprobs
+                     and isinstance(logprobs, dict) else None)
 
     def close(self) -> None:
         with self._lock:

@@ -2,7 +2,9 @@
 judge.hosts or OLLAMA_HOST).
 
 Request options: all judge.options as given, inside "options" (max_tokens is renamed
-num_predict).
+num_predict). Log-probabilities (judge.scoring = "expected"): `logprobs: true, top_logprobs: N`
+in the chat request, answered by `logprobs: [{token, logprob, top_logprobs: [...]}, ...]`
+(Ollama 0.12.11 and later; older servers send none).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from evalpipe.judging.backends.base import (
     UnreachableJudgeError,
     _one_line,
     judge_hosts,
+    openai_logprobs,
 )
 from evalpipe.judging.backends.pool import one_or_pool
 
@@ -171,6 +174,9 @@ class OllamaBackend:
                 options=options or None,
                 format=request.schema or "",
                 stream=False,
+                # Ollama 0.12.11 and later; an older server ignores them and sends none
+                **({"logprobs": True, "top_logprobs": request.top_logprobs}
+                   if request.top_logprobs else {}),
             )
         except httpx.TimeoutException:
             raise UnreachableJudgeError(f"Ollama at {self.url} did not answer within "
@@ -199,7 +205,8 @@ class OllamaBackend:
                              f"(done_reason: {response.done_reason})")
         num_ctx = options.get("num_ctx")
         return Reply(text, response.prompt_eval_count,
-                     int(num_ctx) if num_ctx is not None else None)
+                     int(num_ctx) if num_ctx is not None else None,
+                     openai_logprobs(response.logprobs) if request.top_logprobs else None)
 
     def close(self) -> None:
         self.client.close()

@@ -3,6 +3,8 @@ itself or any server of chat completions (vLLM, llama.cpp's server, LM Studio, O
 
 Request options: seed, temperature, top_p, max_completion_tokens, and max_tokens (or
 num_predict, sent as max_tokens); Ollama-only keys such as num_ctx are not sent.
+Log-probabilities (judge.scoring = "expected"): `logprobs: true, top_logprobs: N`, answered in
+`choices[0].logprobs.content[i].top_logprobs`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from evalpipe.judging.backends.base import (
     _one_line,
     chat_extras,
     judge_hosts,
+    openai_logprobs,
 )
 from evalpipe.judging.backends.pool import one_or_pool
 
@@ -119,7 +122,8 @@ class OpenAIBackend:
             completion = self.client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": request.prompt}],
-                **chat_extras(request.options, OPENAI_OPTION_NAMES, request.schema),
+                **chat_extras(request.options, OPENAI_OPTION_NAMES, request.schema,
+                              request.top_logprobs),
             )
         except openai.APITimeoutError:
             raise UnreachableJudgeError(f"the server at {self.url} did not answer within "
@@ -143,7 +147,10 @@ class OpenAIBackend:
                 f"finish_reason: {choices[0].finish_reason}"
             raise JudgeError(f"the server at {self.url} gave a reply with no text ({why})")
         usage = getattr(completion, "usage", None)
-        return Reply(message.content, getattr(usage, "prompt_tokens", None))
+        logprobs = getattr(choices[0], "logprobs", None)
+        return Reply(message.content, getattr(usage, "prompt_tokens", None), None,
+                     openai_logprobs(getattr(logprobs, "content", None))
+                     if request.top_logprobs else None)
 
     def close(self) -> None:
         self.client.close()
