@@ -210,3 +210,12 @@ def test_jobs_2_gives_the_results_of_jobs_1(tmp_path, monkeypatch, instruction_d
             "compare-p/leaderboard.json", "compare-p/subruns.json"} <= set(one)
     for name in one:
         assert one[name] == two[name], name
+
+
+def test_runs_made_before_seeds_existed_stay_up_to_date():
+    """finetune.seeds only names sub-runs: it is not in the fine-tune's key, so a run's key
+    (and its cached fine-tune) is the one it had before the key existed."""
+    from evalpipe.stages.finetune import config_key
+
+    key = config_key(load_config(None, ["model.base='random'"]))
+    assert "seeds" not in key["finetune"] and key["finetune"]["seed"] == 123
