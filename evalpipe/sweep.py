@@ -1,4 +1,5 @@
-"""Several base models in one config (`model.bases = [...]`): one run per base, then a comparison.
+"""Several base models or seeds in one config (`model.bases`, `finetune.seeds`): one run per
+base and seed, then a comparison.
 
     [model]
     bases = ["gpt2", "gpt2-medium", "checkpoints/mine.pth"]
@@ -16,7 +17,14 @@ and generated with the same settings runs nothing again. Then:
 
 and the comparison is written to `results/compare-NAME/` (docs/compare.md). Other stage commands
 (`prepare` ... `aggregate`, `clean`) act on every sub-run; `status` lists every sub-run and the
-comparison. With `model.bases` empty nothing here is used: one run, as always.
+comparison. With `model.bases` and `finetune.seeds` empty nothing here is used: one run.
+
+`finetune.seeds = [123, 124]` makes one sub-run per seed (for each base), `NAME--seed124` or
+`NAME--<slug>--seed124`, with `finetune.seed` set and `finetune.seeds` emptied. Each sub-run is
+labelled (model, seed) (`subrun_labels`, and results/compare-NAME/subruns.json) so that the
+comparison can group the seeds of one model; for now it ranks every sub-run on its own.
+`evaluate(jobs=N)` (`evalpipe evaluate --jobs N`) brings N sub-runs up to date at once, each in
+a spawned process of its own (docs/compare.md).
 
 The slug is the base spec made into a folder name: "gpt2-medium" stays, "hf:me/mine" becomes
 "hf-me-mine", a local file or folder gives its name without suffix ("checkpoints/mine.pth" ->
