@@ -219,3 +219,19 @@ def test_runs_made_before_seeds_existed_stay_up_to_date():
 
     key = config_key(load_config(None, ["model.base='random'"]))
     assert "seeds" not in key["finetune"] and key["finetune"]["seed"] == 123
+
+
+def test_a_sub_run_that_fails_in_a_worker_stops_no_other(run_env, instruction_data,
+                                                         gpt2_tokenizer, capsys):
+    args = smoke_args(instruction_data, "[1]", "--set", "model.bases=['./nope.pth', 'random']",
+                      "--run", "f", "--jobs", "2")
+    assert main(["evaluate", *args]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        "evalpipe: error: model './nope.pth' is neither a GPT-2 preset (gpt2, gpt2-medium, "
+        "gpt2-large, gpt2-xl), nor hf:OWNER/REPO, nor an existing file or folder")
+    assert ran(captured.out) == {"f--nope--seed1": ["prepare", "finetune"],
+                                 "f--random--seed1": ["prepare", "finetune", "generate",
+                                                      "judge", "aggregate"]}
+    assert (run_env / "results/f--random--seed1/aggregate/summary.json").is_file()
+    assert not (run_env / "results/compare-f").exists()  # no comparison of unfinished runs
