@@ -85,10 +85,9 @@ def sub_runs(config: RunConfig, run: str) -> list[SubRun]:
     twice = sorted({base for base in bases if bases.count(base) > 1})
     if twice:
         raise ConfigError(f"model.bases: {twice[0]!r} is listed twice")
-    slugs = [base_slug(base) for base in bases]
-    for i, (base, slug) in enumerate(zip(bases, slugs)):
-        if slugs.count(slug) > 1:
-            slugs[i] = f"{slug}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    plain = [base_slug(base) for base in bases]
+    slugs = [f"{slug}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+             if plain.count(slug) > 1 else slug for base, slug in zip(bases, plain)]
     seeds = config.finetune.seeds
     runs = []
     for base, slug in zip(bases or [config.model.base], slugs or [base_slug(config.model.base)]):
