@@ -162,9 +162,9 @@ def run_stage(stage: str, config: str | Path = DEFAULT_CONFIG, run: str | None =
                             "evaluate)")
     overrides = list(overrides)
     settings = load_config(config, overrides)
-    if settings.model.bases:
-        raise EvalpipeError(f"{config}: model.bases makes one run per base; run_stage runs one "
-                            "run: use 'evalpipe evaluate' for the sweep")
+    if settings.model.bases or settings.finetune.seeds:
+        raise EvalpipeError(f"{config}: model.bases and finetune.seeds make one run per base and "
+                            "seed; run_stage runs one run: use 'evalpipe evaluate' for the sweep")
     paths = default_paths(run or Path(config).stem, None if results is None else str(results),
                           None if datasets is None else str(datasets))
     given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}

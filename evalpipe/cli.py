@@ -20,6 +20,7 @@ from evalpipe.paths import default_paths
 from evalpipe.records import STATES
 from evalpipe.stages.generate import remember_import
 from evalpipe.stages.pipeline import STAGE_NAMES, Pipeline
+from evalpipe.sweep import has_sub_runs
 
 DEFAULT_CONFIG = "configs/book.toml"
 
@@ -61,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the field holding the response in --from (model_response)")
             sub.add_argument("--allow-partial", action="store_true",
                              help="accept --from files that miss some test records")
-    commands.add_parser("evaluate", parents=[common], help="run every stage that is not up to date")
+    evaluate = commands.add_parser("evaluate", parents=[common],
+                                   help="run every stage that is not up to date")
+    evaluate.add_argument("--jobs", type=int, default=1, metavar="N",
+                          help="with model.bases or finetune.seeds: bring N sub-runs up to date "
+                               "at once, each in its own process (default 1)")
     add_judge_check_options(commands)
     add_doctor_and_open(commands, common)
     commands.add_parser("status", parents=[common],
@@ -176,7 +181,9 @@ def dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     run_name = args.run or Path(args.config).stem
     paths = default_paths(run_name, args.results, args.datasets)
-    if config.model.bases:
+    if getattr(args, "jobs", 1) < 1:
+        raise EvalpipeError(f"--jobs: must be at least 1, got {args.jobs}")
+    if has_sub_runs(config):
         return dispatch_bases(args, config, paths)
     # A run whose responses were imported stays imported (evalpipe/stages/generate.py).
     given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
@@ -204,17 +211,17 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
-    """The commands of a config with several base models: each acts on every sub-run."""
+    """The commands of a config with several base models or seeds: each acts on every sub-run."""
     from evalpipe import sweep
 
     if args.command == "doctor":
         return doctor(config, paths)
     if args.command in ("judge", "aggregate") and config.judge.mode == "together":
-        raise EvalpipeError(f"{args.command}: with model.bases and judge.mode = 'together' the "
+        raise EvalpipeError(f"{args.command}: with sub-runs and judge.mode = 'together' the "
                             "runs are judged together by 'evalpipe evaluate'")
     check_judge_first(args, config, paths)
     if args.command == "evaluate":
-        sweep.evaluate(config, paths)
+        sweep.evaluate(config, paths, jobs=args.jobs)
         return 0
     if args.command == "status":
         print("\n".join(sweep.status_lines(config, paths)))

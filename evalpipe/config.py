@@ -79,6 +79,7 @@ class FinetuneConfig:
     lr: float = 5e-5
     weight_decay: float = 0.1
     seed: int = 123
+    seeds: list[int] = field(default_factory=list)  # one sub-run per seed; empty = just seed
     max_length: int = 0  # truncate training sequences to this many tokens; 0 = context length
     mask_instruction: bool = False  # exclude instruction/input tokens from the loss (ex. 7.2)
     eval_interval: int = 5  # steps between validation-loss evaluations; 0 = per epoch only
@@ -393,6 +394,13 @@ def validate(config: RunConfig) -> None:
     if model.emb_dim and model.n_heads and model.emb_dim % model.n_heads:
         raise ConfigError(f"model.n_heads: {model.n_heads} does not divide model.emb_dim "
                           f"{model.emb_dim}")
+    seeds = config.finetune.seeds
+    for seed in seeds:
+        if seed < 0:  # numpy's generators take no negative seed
+            raise ConfigError(f"finetune.seeds: each seed must be 0 or more, got {seed}")
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise ConfigError(f"finetune.seeds: {twice[0]} is listed twice")
     for section, key in DEVICE_KEYS:
         value = getattr(getattr(config, section), key)
         if not DEVICE.fullmatch(value):

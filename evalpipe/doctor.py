@@ -124,7 +124,7 @@ def judge_is_due(config: RunConfig, paths: RunPaths, command: str, *, force: boo
 
     if force and command == "judge":
         return True
-    if not config.model.bases:
+    if not sweep.has_sub_runs(config):
         if config.judge.mode == "together":
             return False  # the judge stage refuses it: together is for several runs
         return _judge_due_in(Pipeline(config, paths, echo=lambda line: None))

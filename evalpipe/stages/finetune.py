@@ -40,11 +40,12 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 def config_key(config: RunConfig) -> dict:
     from evalpipe.gpt2.runtime import base_identity
 
-    # Where the work runs does not change what it computes (up to float rounding).
+    # Where the work runs does not change what it computes (up to float rounding). model.bases
+    # and finetune.seeds only name sub-runs (evalpipe/sweep.py), each keyed on its own base/seed.
     model = {k: v for k, v in config.section("model").items()
              if k not in ("bases", "device", "revision")}
     finetune = {k: v for k, v in config.section("finetune").items()
-                if k not in ("device", "num_threads", "checkpoint_interval")}
+                if k not in ("device", "num_threads", "checkpoint_interval", "seeds")}
     return {"model": model, "finetune": finetune, "data.template": config.data.template,
             **base_identity(config)}
 
