@@ -117,6 +117,11 @@ def test_each_seed_is_fine_tuned_judged_and_cached_on_its_own(run_env, instructi
         {"run": "s--seed2", "model": "random", "seed": 2, "base": "random"}]
     board = json.loads((results / "compare-s/leaderboard.json").read_text())
     assert len(board["models"]) == 2
+    # How sure: the two sub-runs are the two seeds of one model.
+    (model,) = board["how_sure"]["models"]
+    assert (model["model"], model["runs"], model["seeds"]) == ("s", ["s--seed1", "s--seed2"], 2)
+    assert model["p_best"] == 1.0 and model["rank_interval"] == [1, 1]
+    assert board["how_sure"]["pairs"] == []
 
     # A seed added later: only its sub-run runs; the others are up to date.
     assert main(["evaluate", *smoke_args(instruction_data, "[1, 2, 3]"), "--run", "s"]) == 0

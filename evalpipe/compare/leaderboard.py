@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -195,9 +196,17 @@ def unranked_rows(models: list[ModelScores], bootstrap: AggregateConfig) -> list
     return [{"rank": None, **model_row(model, bootstrap)} for model in models]
 
 
+SEED_RUN = re.compile(r"(?P<model>.+)--seed(?P<seed>\d+)")
+
+
 def model_and_seed(model: ModelScores) -> tuple[str, str]:
-    """Which model a run's scores belong to, and as which seed: today every run is a model of
-    its own, with the run itself as its one seed."""
+    """Which model a run's scores belong to, and as which seed. A sub-run of `finetune.seeds`
+    (evalpipe/sweep.py: `<run>[--<base>]--seed<N>`, fine-tuned with finetune.seed = N, as its
+    config.toml says) is seed N of the model named without that suffix; any other run is a
+    model of its own, with the run itself as its one seed."""
+    named = SEED_RUN.fullmatch(model.label)
+    if named and model.config is not None and model.config.finetune.seed == int(named["seed"]):
+        return named["model"], named["seed"]
     return model.label, model.run
 
 
