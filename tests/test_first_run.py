@@ -367,3 +367,22 @@ def test_open_a_page_not_made_yet_says_which_command_makes_it(run_env, opened, c
         f"evalpipe: error: no page yet: {run_env / 'results/compare-x/compare.html'}; "
         "'evalpipe compare RUN RUN ... --name x' makes it")
     assert opened == []
+
+
+def test_the_llamacpp_judge_is_checked_without_loading_the_model(tmp_path):
+    """The stage loads the GGUF anyway: the check reads its digest only (a file that is no
+    model passes it; loading it would fail), and a missing file is the stage's one line."""
+    import hashlib
+
+    from evalpipe.config import JudgeConfig
+    from evalpipe.doctor import judge_ready
+    from evalpipe.judging.backends import JudgeError
+
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"not a model")
+    digest = hashlib.sha256(b"not a model").hexdigest()[:12]
+    settings = JudgeConfig(backend="llamacpp", model=str(gguf))
+    assert judge_ready(settings, pull=True) == (
+        f"judge: judge.gguf (digest {digest}) at {gguf} is ready")
+    with pytest.raises(JudgeError, match=r"^judge\.model: GGUF file not found: .*nothing\.gguf$"):
+        judge_ready(JudgeConfig(backend="llamacpp", model=str(tmp_path / "nothing.gguf")))
