@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalpipe.config import load_config, parse_override
+from evalpipe.config import load_config
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_json_object
 from evalpipe.paths import RunPaths, default_paths
@@ -167,8 +167,7 @@ def run_stage(stage: str, config: str | Path = DEFAULT_CONFIG, run: str | None =
                             "seed; run_stage runs one run: use 'evalpipe evaluate' for the sweep")
     paths = default_paths(run or Path(config).stem, None if results is None else str(results),
                           None if datasets is None else str(datasets))
-    given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
-    remembered = remember_import(settings, paths, given)
+    remembered = remember_import(settings, paths, overrides)
     if remembered:
         print(remembered)
     target = "aggregate" if stage == "evaluate" else stage

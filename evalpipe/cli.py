@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from evalpipe import __version__
-from evalpipe.config import load_config, parse_override
+from evalpipe.config import load_config
 from evalpipe.errors import EvalpipeError
 from evalpipe.paths import default_paths
 from evalpipe.records import STATES
@@ -186,8 +186,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if has_sub_runs(config):
         return dispatch_bases(args, config, paths)
     # A run whose responses were imported stays imported (evalpipe/stages/generate.py).
-    given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
-    remembered = remember_import(config, paths, given)
+    remembered = remember_import(config, paths, overrides)
     if args.command == "doctor":
         return doctor(config, paths)
     pipeline = Pipeline(config, paths)

@@ -66,9 +66,8 @@ def judge_ready(settings, *, pull: bool = False) -> str:
     and return the line saying it is ready; raises JudgeError (one line naming what to run).
     With `pull` (the check before a run, not doctor, which only looks), a model the server
     lacks is pulled first where judge.pull allows it, as the judge stage would."""
-    from evalpipe.io import sha256_file_remembered
     from evalpipe.judging.backends import ModelMissingError, make_backend
-    from evalpipe.judging.engine import IDENTITY_TIMEOUT, preflight
+    from evalpipe.judging.engine import IDENTITY_TIMEOUT, preflight, served_digest
 
     quick = dataclasses.replace(settings, timeout=min(settings.timeout, IDENTITY_TIMEOUT))
     backend = make_backend(quick)  # llamacpp: checks that the GGUF file and xllamacpp are there
@@ -76,7 +75,7 @@ def judge_ready(settings, *, pull: bool = False) -> str:
         # Loading the GGUF takes as long as the stage's own load, which follows anyway: the
         # check reads the file's digest, as the stage cache does (engine.served_digest).
         backend.close()
-        digest = sha256_file_remembered(backend.path)[:12]
+        digest = served_digest(settings)[:12]
         return f"judge: {backend.path.name} (digest {digest}) at {backend.path} is ready"
     try:
         try:

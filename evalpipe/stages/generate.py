@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from evalpipe.config import RunConfig
+from evalpipe.config import RunConfig, parse_override
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import (
     DataError,
@@ -118,12 +118,13 @@ def kept_copy_name(from_file: str) -> str:
     return KEPT_COPY + Path(from_file).suffix
 
 
-def remember_import(config: RunConfig, paths: RunPaths, given: set[str]) -> str | None:
+def remember_import(config: RunConfig, paths: RunPaths, overrides: list[str]) -> str | None:
     """Apply the run's remembered import to `config`, unless the configuration names an import
     itself or `generate.from_file` is given on the command line; the other import settings
-    given there (`given`: generate's keys named by --set, --response-key, --allow-partial) win
-    over the remembered ones. Returns the line that tells the user, or None when nothing was
-    applied."""
+    given there (generate's keys named by the `overrides`: --set, --response-key,
+    --allow-partial) win over the remembered ones. Returns the line that tells the user, or
+    None when nothing was applied."""
+    given = {key for section, key, _ in map(parse_override, overrides) if section == "generate"}
     record_path = paths.stage_dir("generate") / IMPORT_RECORD
     if config.generate.from_file or "from_file" in given or not record_path.exists():
         return None
