@@ -83,14 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resamples", type=int,
                          help="bootstrap resamples (default: the first run's "
                               "aggregate.bootstrap_resamples)")
-    compare.add_argument("--mode", choices=("single", "together"), default="single",
+    compare.add_argument("--mode", choices=("single", "together", "pairwise"), default="single",
                          help="single: each run's own judgment (default); together: judge "
-                              "every run's responses to an item in one prompt first")
-    compare.add_argument("--config", help="--mode together: the judge settings' TOML file "
-                                          "(default: the first run's results/<run>/config.toml)")
+                              "every run's responses to an item in one prompt first; "
+                              "pairwise: judge them two at a time, Bradley-Terry ratings")
+    compare.add_argument("--config", help="--mode together or pairwise: the judge settings' "
+                                          "TOML file (default: the first run's "
+                                          "results/<run>/config.toml)")
     compare.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="SECTION.KEY=VALUE",
-                         help="--mode together: override one judge setting (judge.swap=true)")
+                         help="--mode together or pairwise: override one judge setting "
+                              "(judge.swap=true, judge.pairs=anchor)")
     compare.add_argument("--allow-mixed-judges", action="store_true",
                          help="rank runs judged by different judges (model, digest, template, "
                               "options ...) anyway, marked as mixed in every output")
@@ -159,11 +162,13 @@ def dispatch(args: argparse.Namespace) -> int:
         from evalpipe.compare import compare_runs, judge_config_for, print_leaderboard
 
         config = None
-        if args.mode == "together":
-            config = judge_config_for(args.results, args.runs, args.config, args.overrides)
+        if args.mode in ("together", "pairwise"):
+            config = judge_config_for(args.results, args.runs, args.config, args.overrides,
+                                      mode=args.mode)
         elif args.config or args.overrides:
             raise EvalpipeError("compare: --config and --set give the judge settings of "
-                                "--mode together; --mode single reads each run's own judgment")
+                                "--mode together or pairwise; --mode single reads each run's "
+                                "own judgment")
         print_leaderboard(compare_runs(args.runs, args.results, args.name, args.resamples,
                                        args.seed, mode=args.mode, config=config,
                                        allow_mixed_judges=args.allow_mixed_judges))
@@ -215,9 +220,10 @@ def dispatch_bases(args: argparse.Namespace, config, paths) -> int:
 
     if args.command == "doctor":
         return doctor(config, paths)
-    if args.command in ("judge", "aggregate") and config.judge.mode == "together":
-        raise EvalpipeError(f"{args.command}: with sub-runs and judge.mode = 'together' the "
-                            "runs are judged together by 'evalpipe evaluate'")
+    if args.command in ("judge", "aggregate") and config.judge.mode in ("together", "pairwise"):
+        raise EvalpipeError(f"{args.command}: with sub-runs and judge.mode = "
+                            f"'{config.judge.mode}' the runs are judged {config.judge.mode} by "
+                            "'evalpipe evaluate'")
     check_judge_first(args, config, paths)
     if args.command == "evaluate":
         sweep.evaluate(config, paths, jobs=args.jobs)

@@ -127,8 +127,12 @@ class JudgeConfig:
     scoring: str = "integer"
     canaries: bool = True
     strict_canaries: bool = False  # a judge that fails its canaries is an error, not a warning
-    mode: str = "single"  # "single" or "together" (all models' responses in one prompt)
+    # "single", "together" (all models' responses in one prompt) or "pairwise" (two at a time,
+    # both orders, Bradley-Terry ratings; docs/compare.md)
+    mode: str = "single"
     swap: bool = False  # together mode: judge again in reversed order
+    pairs: str = "all"  # pairwise mode: "all" pairs of models, or each against judge.anchor
+    anchor: str = ""  # pairwise mode: the run rated 1000 (required with pairs = "anchor")
     cache: str = ""  # judgment cache (SQLite); empty = judge-cache.sqlite in the results folder
     pull: bool = True  # ollama: pull a judge model the server lacks (false: stop and say so)
 
@@ -312,7 +316,8 @@ CHOICES = {
     # The names of evalpipe.judging.backends.BACKENDS (listed here: config imports no backend).
     ("judge", "backend"): ("ollama", "openai", "llamacpp", "mock"),
     ("judge", "template"): ("book", "rubric"),
-    ("judge", "mode"): ("single", "together"),
+    ("judge", "mode"): ("single", "together", "pairwise"),
+    ("judge", "pairs"): ("all", "anchor"),
     ("judge", "scoring"): ("integer", "expected"),
     ("model", "qkv_bias"): ("", "true", "false"),
     ("model", "tie_weights"): ("", "true", "false"),
@@ -390,6 +395,13 @@ def validate(config: RunConfig) -> None:
     if config.judge.scoring == "expected" and config.judge.mode == "together":
         raise ConfigError("judge.scoring: 'expected' works with judge.mode = 'single' only "
                           "(a together reply writes k scores in one JSON object)")
+    judge = config.judge
+    if judge.scoring == "expected" and judge.mode == "pairwise":
+        raise ConfigError("judge.scoring: 'expected' works with judge.mode = 'single' only "
+                          "(a pairwise reply is a verdict, not a score)")
+    if judge.pairs == "anchor" and not judge.anchor:
+        raise ConfigError("judge.anchor: judge.pairs = 'anchor' needs the run every model is "
+                          "compared with (judge.anchor = \"RUN\")")
     model = config.model
     if model.emb_dim and model.n_heads and model.emb_dim % model.n_heads:
         raise ConfigError(f"model.n_heads: {model.n_heads} does not divide model.emb_dim "

@@ -131,16 +131,18 @@ def judge_is_due(config: RunConfig, paths: RunPaths, command: str, *, force: boo
     if force and command == "judge":
         return True
     if not sweep.has_sub_runs(config):
-        if config.judge.mode == "together":
-            return False  # the judge stage refuses it: together is for several runs
+        if config.judge.mode in ("together", "pairwise"):
+            return False  # the judge stage refuses them: they are for several runs
         return _judge_due_in(Pipeline(config, paths, echo=lambda line: None))
     subs = sweep.sub_runs(config, paths.run)
     pipelines = [Pipeline(sub.config, dataclasses.replace(paths, run=sub.name),
                           echo=lambda line: None) for sub in subs]
-    if config.judge.mode == "together":
+    if config.judge.mode in ("together", "pairwise"):
         all_done = all(status.state == "done" for pipeline in pipelines
                        for status in pipeline.status("generate"))
-        return sweep.together_status(config, paths, subs, all_done).state != "done"
+        status = (sweep.together_status if config.judge.mode == "together"
+                  else sweep.pairwise_status)
+        return status(config, paths, subs, all_done).state != "done"
     return any(_judge_due_in(pipeline) for pipeline in pipelines)
 
 

@@ -12,6 +12,8 @@ and generated with the same settings runs nothing again. Then:
 
   judge.mode = "together"  each sub-run goes to `generate`; all are judged together
                            (evalpipe/judging/together.py) by `compare --mode together`
+  judge.mode = "pairwise"  each sub-run goes to `generate`; all are judged two at a time
+                           (evalpipe/judging/pairwise.py) by `compare --mode pairwise`
   judge.mode = "single"    each sub-run goes through `aggregate` (judged alone, the book's way);
                            then `compare` of the sub-runs
 
@@ -121,7 +123,7 @@ def announce(sub: SubRun, config: RunConfig) -> str:
 
 def sub_target(config: RunConfig) -> str:
     """How far each sub-run goes before the comparison."""
-    return "generate" if config.judge.mode == "together" else "aggregate"
+    return "generate" if config.judge.mode in ("together", "pairwise") else "aggregate"
 
 
 def _paths(paths: RunPaths, name: str) -> RunPaths:
@@ -149,7 +151,7 @@ def evaluate(config: RunConfig, paths: RunPaths, *, jobs: int = 1, echo=print) -
     echo(f"== compare-{paths.run} ({what}, judge.mode = {config.judge.mode})")
     out = paths.results / f"compare-{paths.run}"
     write_json(out / "subruns.json", subrun_records(subs))
-    together = config.judge.mode == "together"
+    together = config.judge.mode in ("together", "pairwise")  # judged here, by this config
     # The bootstrap settings are this config's [aggregate] section: a sub-run's config.toml is
     # rewritten only when one of its stages runs, so it may hold an earlier file's settings.
     out = compare_runs([sub.name for sub in subs], paths.results, paths.run,
@@ -262,6 +264,8 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     lines.append(f"comparison compare-{paths.run} in {out}")
     if config.judge.mode == "together":
         lines.append(together_status(config, paths, subs, all_done).line())
+    if config.judge.mode == "pairwise":
+        lines.append(pairwise_status(config, paths, subs, all_done).line())
     board = out / "leaderboard.json"
     if board.exists():
         lines.append(Status("compare", "done", "leaderboard.json written; "
@@ -294,3 +298,19 @@ def together_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
         if (out / FOLDER).exists():
             state = "stale"
     return Status("together", state, reason)
+
+
+def pairwise_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
+                    all_done: bool) -> Status:
+    """The pairwise judgment of judge.mode = "pairwise", as together_status."""
+    from evalpipe.judging.pairwise import FOLDER, pairwise_freshness
+
+    out = paths.results / f"compare-{paths.run}" / FOLDER
+    if all_done:
+        state, reason = pairwise_freshness(out, config.judge, [sub.name for sub in subs],
+                                           paths.results)
+    else:
+        state, reason = "missing", "the runs' responses are not all made yet"
+        if out.exists():
+            state = "stale"
+    return Status("pairwise", state, reason)

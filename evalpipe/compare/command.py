@@ -32,9 +32,10 @@ from evalpipe.report.format import interval, number, one_line
 
 
 def judge_config_for(results: str | Path | None, runs: list[str], config_file: str | None,
-                     overrides: list[str]):
-    """The settings of a together judgment: `--config FILE` if given, else the first run's own
-    results/<run>/config.toml, with `--set` overrides on top; judge.mode is "together"."""
+                     overrides: list[str], mode: str = "together"):
+    """The settings of a together (or pairwise) judgment: `--config FILE` if given, else the
+    first run's own results/<run>/config.toml, with `--set` overrides on top; judge.mode is
+    `mode`."""
     results = Path(results or os.environ.get("EVALPIPE_RESULTS", "results"))
     if config_file is None:
         if not runs:
@@ -45,7 +46,7 @@ def judge_config_for(results: str | Path | None, runs: list[str], config_file: s
                                "with --config FILE")
         config_file = str(path)
     config = load_config(config_file, overrides)
-    config.judge.mode = "together"
+    config.judge.mode = mode
     return config
 
 
@@ -55,7 +56,9 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
                  allow_mixed_judges: bool = False) -> Path:
     """`evalpipe compare`: load, check, build, and write results/compare-<name>/. With
     mode "together" the runs' responses are first judged together (evalpipe/judging/together.py)
-    with the judge settings of `config` (a RunConfig), into compare-<name>/together/.
+    with the judge settings of `config` (a RunConfig), into compare-<name>/together/; with
+    mode "pairwise" two at a time (evalpipe/judging/pairwise.py), into compare-<name>/pairwise/,
+    and ranked by Bradley-Terry rating (`compare_pairwise`).
 
     The bootstrap's resamples, seed and confidence are `aggregate`'s when given (evaluate
     passes its own [aggregate] section), else the first run's [aggregate] settings (their
@@ -70,8 +73,8 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         raise CompareError(f"--resamples must be at least 1, got {resamples}")
     if seed is not None and seed < 0:
         raise CompareError(f"--seed must be 0 or more, got {seed}")
-    if mode not in ("single", "together"):
-        raise CompareError(f"--mode {mode!r}: expected 'single' or 'together'")
+    if mode not in ("single", "together", "pairwise"):
+        raise CompareError(f"--mode {mode!r}: expected 'single', 'together' or 'pairwise'")
     name = name or "-vs-".join(runs)
     if not name or "/" in name or name.startswith("."):
         raise CompareError(f"--name {name!r}: a comparison name must be a plain folder name")
@@ -84,6 +87,10 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
         aggregate,
         bootstrap_resamples=aggregate.bootstrap_resamples if resamples is None else resamples,
         seed=aggregate.seed if seed is None else seed)
+
+    if mode == "pairwise":
+        return compare_pairwise(runs, results, name, out, configs, bootstrap, config,
+                                allow_mixed_judges)
 
     # Load: the models (judged together first, with --mode together), and beside a together
     # judgment the runs' own single-mode judgments when every run has one.
@@ -127,8 +134,37 @@ def compare_runs(runs: list[str], results: str | Path | None = None, name: str |
     return out
 
 
+def compare_pairwise(runs: list[str], results: Path, name: str, out: Path,
+                     configs: dict, bootstrap: AggregateConfig, config: RunConfig | None,
+                     allow_mixed_judges: bool) -> Path:
+    """--mode pairwise: judge the runs two at a time (evalpipe/judging/pairwise.py) into
+    compare-<name>/pairwise/, fit the ratings, and write the board and its pages
+    (evalpipe/compare/pairwise.py)."""
+    from evalpipe.compare import pairwise as board_of
+    from evalpipe.judging.pairwise import FOLDER, judge_pairwise, read_questions
+
+    if config is None:
+        config = judge_config_for(results, runs, None, [], mode="pairwise")
+    config.judge.mode = "pairwise"
+    summary = judge_pairwise(config, results, runs, out / FOLDER)
+    board = board_of.build_pairwise_board(name, runs, read_questions(out / FOLDER), summary,
+                                          config.judge, bootstrap, results, out, configs,
+                                          allow_mixed_judges)
+    images = board_of.write_outputs(board, out)
+    board["plots"] = list(images)
+    write_json(out / "leaderboard.json", stats.rounded(board, DECIMALS))
+    write_text(out / "leaderboard.md", board_of.render_markdown(board))
+    write_text(out / "compare.html", board_of.render_html(board, images))
+    return out
+
+
 def print_leaderboard(out: Path) -> None:
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    if board.get("mode") == "pairwise":
+        from evalpipe.compare.pairwise import print_board
+
+        print_board(board, out)
+        return
     judged = ", judged together" if board.get("mode") == "together" else ""
     judges = board.get("comparison") == "judges"
     if judges:

@@ -105,10 +105,10 @@ def load_run(results: Path, run: str, config: RunConfig | None) -> ModelScores:
     scores_path = folder / SCORES
     judge = config.judge if config is not None else JudgeConfig()
     if not scores_path.exists():
-        if judge.mode == "together":
+        if judge.mode in ("together", "pairwise"):
             raise CompareError(f"run {run}: {scores_path} not found: the run is set to be "
-                               "judged together with others; use 'evalpipe compare ... "
-                               "--mode together'")
+                               f"judged {judge.mode} with others; use 'evalpipe compare ... "
+                               f"--mode {judge.mode}'")
         raise CompareError(f"run {run}: {scores_path} not found; "
                            f"make it with 'make evaluate RUN={run}'")
     model = ModelScores(label=run, run=run, records=load_scores(scores_path), config=config,

@@ -422,3 +422,119 @@ def parse_together(template: str, count: int, text: str | None) -> TogetherParse
     labels = range(1, count + 1)
     return TogetherParsed("scored", tuple(scores[n] for n in labels),
                           tuple(reasons[n] for n in labels), None)
+
+
+# -- pairwise mode: two responses to one item, one verdict -------------------------------------
+#
+# In the style of Arena-Hard's judge prompt: the task, the reference answer, Response A and
+# Response B, and one of five verdicts (A much better, A better, a tie, B better, B much
+# better). The reply is asked as JSON {"verdict", "reason"} with a schema (every backend sends
+# one: Ollama `format`, OpenAI `response_format`, a llama.cpp grammar); a judge that writes
+# free text anyway is read by Arena-Hard's rule, the verdict in double brackets ([[A>B]]).
+# evalpipe/judging/pairwise.py asks each pair in both orders.
+
+PAIRWISE_VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")  # = stats.bradley_terry.VERDICTS
+
+# The version of parse_pairwise's rule; a change makes pairwise judgments stale (as
+# PARSE_RULE_VERSION does for the others, which it leaves alone).
+PAIRWISE_PARSE_RULE_VERSION = 1
+
+PAIRWISE_INTRO = (
+    "Please act as an impartial judge and evaluate the quality of two responses to the task "
+    "shown below, against its reference answer. Judge which response is better: more "
+    "correct and complete with respect to the reference answer, and more helpful. Do not let "
+    "the order in which the responses are shown, their length, or their style sway you; a "
+    "longer response is not better for being longer.")
+
+PAIRWISE_CHOICES = """\
+A>>B - Response A is significantly better
+A>B - Response A is slightly better
+A=B - a tie, relatively the same
+B>A - Response B is slightly better
+B>>A - Response B is significantly better"""
+
+PAIRWISE_ENDING = (
+    'Reply with a JSON object only: {"verdict": "<one of A>>B, A>B, A=B, B>A, B>>A>", '
+    '"reason": "<one sentence saying why>"}.')
+
+
+def pairwise_label(letter: str) -> tuple[str, str]:
+    """The lines that open and close Response `letter` (A or B) in a pairwise prompt (square
+    brackets, as in together prompts: a GPT-2 fine-tuned on Alpaca writes '###' itself)."""
+    return f"[Response {letter}]", f"[End of Response {letter}]"
+
+
+def render_pairwise(record: dict, response_a: str, response_b: str) -> str:
+    """The prompt that asks the judge which of two responses to the task of `record` is
+    better, against `record["output"]`: `response_a` shown as Response A, first."""
+    blocks = []
+    for letter, response in (("A", response_a), ("B", response_b)):
+        opening, closing = pairwise_label(letter)
+        blocks.append(f"{opening}\n{response}\n{closing}")
+    return (f"{PAIRWISE_INTRO}\n\n"
+            f"Task:\n{format_input(record)}\n\n"
+            f"Reference answer:\n{record['output']}\n\n"
+            + "\n\n".join(blocks) + "\n\n"
+            f"Give one verdict:\n{PAIRWISE_CHOICES}\n\n{PAIRWISE_ENDING}")
+
+
+def pairwise_schema() -> dict:
+    """The JSON schema of a pairwise reply: one of the five verdicts and a reason."""
+    return {
+        "type": "object",
+        "properties": {"verdict": {"type": "string", "enum": list(PAIRWISE_VERDICTS)},
+                       "reason": {"type": "string", "maxLength": REASON_MAX_CHARS}},
+        "required": ["verdict", "reason"],
+    }
+
+
+def pairwise_template_sha256() -> str:
+    """template_sha256 of the pairwise prompt and its schema."""
+    text = json.dumps({"prompts": [render_pairwise(record, "{response A}", "{response B}")
+                                   for record in _placeholders()],
+                       "schema": pairwise_schema()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PairwiseParsed:
+    """A pairwise reply read: the verdict and reason, or why not."""
+
+    state: str  # "judged" or "unparseable"
+    verdict: str | None  # one of PAIRWISE_VERDICTS, as the judge said it (A: shown first)
+    reason: str | None
+    problem: str | None  # for "unparseable": what was wrong, in a few words
+
+
+BRACKETED_VERDICT = re.compile(r"\[\[\s*(A>>B|A>B|A=B|B>A|B>>A)\s*\]\]")
+
+
+def parse_pairwise(text: str | None) -> PairwiseParsed:
+    """Read a pairwise reply: a JSON object whose `verdict` is one of the five (`reason` kept
+    when a string); else, in free text, the verdicts written in double brackets ([[A>B]],
+    Arena-Hard's rule), which must all be the same one; else the whole reply being a bare
+    verdict. Anything else is unparseable, never a tie: a judge that did not answer the
+    question has not said the two are equal."""
+    if text is None:
+        return PairwiseParsed("unparseable", None, None, "no reply")
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        verdict, reason = value.get("verdict"), value.get("reason")
+        reason = reason.strip() if isinstance(reason, str) else None
+        if isinstance(verdict, str) and verdict.strip() in PAIRWISE_VERDICTS:
+            return PairwiseParsed("judged", verdict.strip(), reason, None)
+        return PairwiseParsed("unparseable", None, None, f"verdict {verdict!r} is not one of "
+                              + ", ".join(PAIRWISE_VERDICTS))
+    if stripped in PAIRWISE_VERDICTS:
+        return PairwiseParsed("judged", stripped, None, None)
+    found = set(BRACKETED_VERDICT.findall(text))
+    if len(found) == 1:
+        return PairwiseParsed("judged", found.pop(), None, None)
+    if found:
+        return PairwiseParsed("unparseable", None, None,
+                              "several verdicts: " + ", ".join(sorted(found)))
+    return PairwiseParsed("unparseable", None, None, "no verdict")

@@ -233,12 +233,15 @@ def output_names(contenders: list[Contender]) -> list[str]:
     return ([f"{SCORES_DIR}/{c.label}.jsonl" for c in contenders] + [ITEMS, SUMMARY])
 
 
-def freshness(out: Path, key: dict, names: list[str], identity: dict) -> tuple[str, str]:
+def freshness(out: Path, key: dict, names: list[str], identity: dict,
+              never: str = "never judged together") -> tuple[str, str]:
     """("done" | "stale" | "missing", why), from out/manifest.json, by content; `identity` is
-    together_identity's, compared last as the judge stage's is (pipeline.identity_changes)."""
+    together_identity's, compared last as the judge stage's is (pipeline.identity_changes).
+    Pairwise judging (evalpipe/judging/pairwise.py) keeps its manifest alike; `never` says
+    why when there is none."""
     path = out / MANIFEST
     if not path.exists():
-        return "missing", "never judged together"
+        return "missing", never
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:

@@ -88,9 +88,10 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 def config_key(config: RunConfig) -> dict:
     # How fast and where the judge is asked does not change its answers; mode and swap are
-    # together mode's (evalpipe/judging/together.py), which this stage refuses.
+    # together mode's (evalpipe/judging/together.py), pairs and anchor pairwise mode's
+    # (evalpipe/judging/pairwise.py), which this stage refuses.
     ignored = ["concurrency", "timeout", "retries", "cache", "hosts", "host", "api_key",
-               "pull", "mode", "swap"]
+               "pull", "mode", "swap", "pairs", "anchor"]
     # strict_canaries decides no score, but turning it on must check outputs judged without
     # it: on, it is part of the key (the stage reruns, from the judgment cache, and fails there
     # if the canaries failed); off, the default, it is left out, so that runs judged before the
@@ -168,8 +169,8 @@ def make_canaries(items: list[dict]) -> list[Job]:
 
 def run(config: RunConfig, paths: RunPaths) -> None:
     settings = config.judge
-    if settings.mode == "together":
-        raise EvalpipeError("judge.mode = 'together' judges several runs at once: "
+    if settings.mode in ("together", "pairwise"):
+        raise EvalpipeError(f"judge.mode = '{settings.mode}' judges several runs at once: "
                             "use 'evalpipe compare'")
     responses_path = paths / "generate/responses.jsonl"
     items = read_responses(responses_path)

@@ -21,3 +21,22 @@ def runs(run_env, made_runs, monkeypatch):
     monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "0.01")
     return run_env / "results"
 
+
+
+# -- pairwise mode (tests/judging/pairwise_runs.py) --------------------------------------------
+
+@pytest.fixture(scope="module")
+def made_pairwise_runs(tmp_path_factory, gpt2_tokenizer) -> Path:
+    from pairwise_runs import make_runs as make_pairwise_runs
+
+    folder = tmp_path_factory.mktemp("pairwise-runs")
+    make_pairwise_runs(folder)
+    return folder
+
+
+@pytest.fixture
+def pairwise_runs(run_env, made_pairwise_runs, monkeypatch):
+    """A fresh copy of the runs a, b, c and d (8-word responses) in this test's results/."""
+    shutil.copytree(made_pairwise_runs / "results", run_env / "results")
+    monkeypatch.setenv("EVALPIPE_JUDGE_RETRY_DELAY", "0.01")
+    return run_env / "results"

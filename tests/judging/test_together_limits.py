@@ -109,7 +109,7 @@ def test_what_together_mode_refuses_is_one_line(runs, capsys):
     assert main(["compare", "a", "b", "--set", "judge.swap=true"]) == 1
     assert capsys.readouterr().err == (
         "evalpipe: error: compare: --config and --set give the judge settings of --mode "
-        "together; --mode single reads each run's own judgment\n")
+        "together or pairwise; --mode single reads each run's own judgment\n")
 
     (runs / "a/config.toml").unlink()
     assert compare(url) == 1

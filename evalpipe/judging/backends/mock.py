@@ -9,7 +9,10 @@ reference answer found in the prompt, as
   the rubric prompt     "Score: N\nReason: ..." with N = 1 + round(4 * F1)
   a together prompt     one line "Response N: score - reason" per response, each scored on
                         its own (book or rubric scale), whatever its position
-  structured requests   the same scores as JSON ({"score", "reason"}, or {"scores": [...]})
+  a pairwise prompt     the verdict on the two F1s: equal (within 0.05) A=B, else the
+                        higher one better, much better when ahead by 0.5 or more
+  structured requests   the same scores as JSON ({"score", "reason"}, or {"scores": [...]},
+                        or {"verdict", "reason"})
 A prompt of none of these layouts is a JudgeError, so a prompt-rendering bug cannot pass
 unseen. The reply reports a prompt token count (one per word and punctuation mark), so the
 judge stage's truncation check has something to check.
@@ -58,7 +61,8 @@ class MockBackend:
             raise JudgeError("mock judge: the prompt has neither the book's markers (correct "
                              "output `...`, score the model response `...`), nor the rubric's "
                              "(Reference answer: / Response to grade:), nor a together "
-                             "prompt's ([Response 1] ...)")
+                             "prompt's ([Response 1] ...), nor a pairwise one ([Response A] "
+                             "...)")
         return Reply(text, prompt_tokens(request.prompt))
 
     def close(self) -> None:
@@ -229,7 +233,40 @@ def overlap_reply(prompt: str, structured: bool) -> str | None:
     prompt of none of these layouts."""
     entries = together_entries(prompt)
     if entries is None:
-        return single_reply(prompt, structured)
+        pairwise = pairwise_reply(prompt, structured)
+        return single_reply(prompt, structured) if pairwise is None else pairwise
     if structured:
         return json.dumps({"scores": entries})
     return "\n".join(f"Response {e['response']}: {e['score']} - {e['reason']}" for e in entries)
+
+
+_PAIRWISE = re.compile(r"Reference answer:\n(.*?)\n\n\[Response A\]\n(.*?)\n\[End of Response A\]"
+                       r"\n\n\[Response B\]\n(.*?)\n\[End of Response B\]", re.DOTALL)
+
+
+def parse_pairwise_prompt(prompt: str) -> tuple[str, str, str] | None:
+    """(reference answer, Response A, Response B) from a pairwise prompt, or None."""
+    match = _PAIRWISE.search(prompt)
+    return None if match is None else (match.group(1), match.group(2), match.group(3))
+
+
+def overlap_verdict(reference: str, response_a: str, response_b: str) -> str:
+    """The overlap rule's verdict on two responses: by the difference of their F1s."""
+    difference = overlap_f1(response_a, reference) - overlap_f1(response_b, reference)
+    if abs(difference) < 0.05:
+        return "A=B"
+    better = "A>B" if difference > 0 else "B>A"
+    return better.replace(">", ">>") if abs(difference) >= 0.5 else better
+
+
+def pairwise_reply(prompt: str, structured: bool) -> str | None:
+    """The overlap rule's answer to a pairwise prompt ({"verdict", "reason"} as JSON when
+    structured, else "... [[verdict]]"); None when the prompt is not one."""
+    parsed = parse_pairwise_prompt(prompt)
+    if parsed is None:
+        return None
+    verdict = overlap_verdict(*parsed)
+    reason = "by word overlap F1 with the reference"
+    if structured:
+        return json.dumps({"verdict": verdict, "reason": reason})
+    return f"Decided {reason}. My final verdict: [[{verdict}]]"
