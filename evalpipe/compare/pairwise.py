@@ -87,7 +87,8 @@ def build_pairwise_board(name: str, runs: list[str], records: list[dict], summar
     together = together_models(results, runs, configs, out)
     single_means = _means(single, bootstrap) if single is not None else {}
     together_means = _means(together, bootstrap) if together is not None else {}
-    base_models = {m.label: m.base_model for m in (single or together or [])}
+    base_models = {run: ModelScores(run, run, [], config=configs[run]).base_model
+                   for run in runs}
 
     rows = []
     for rank, entry in enumerate(fit["models"], start=1):
@@ -181,10 +182,10 @@ def ratings_table(board: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def position_rows(board: dict) -> tuple[list[str], list[list[str]]]:
-    return (["model a", "model b", "items", "verdict flipped with the order", "share",
-             "first shown wins"],
+    return (["model a", "model b", "items in both orders", "verdict flipped with the order",
+             "share flipped", "decided questions won by the response shown first"],
             [[p["model_a"], p["model_b"], str(p["items"]), str(p["flipped"]),
-              _win_rate(p["share"]), str(p["first_shown_wins"])]
+              _win_rate(p["share"]), _win_rate(p["first_shown_wins"])]
              for p in board["pairwise"]["position"]])
 
 
@@ -222,9 +223,10 @@ def questions_text(board: dict) -> str:
 
 
 POSITION_EFFECT_TEXT = ("Position effect: per pair of models, the items whose verdict flipped "
-                        "when the order was reversed (counted as ties), and how many of the "
-                        "two orders the response shown first won. A judge that reads only the "
-                        "responses flips none.")
+                        "when the order was reversed (both orders then count as ties), and the "
+                        "share of the questions not judged a tie that the response shown first "
+                        "won. A judge that reads only the responses flips none and shows the "
+                        "first response winning about half the time.")
 
 
 def pairwise_notes(board: dict) -> list[str]:

@@ -127,6 +127,7 @@ def test_a_judge_that_favours_response_a_shows_in_the_position_effect(pairwise_r
     assert [(p["model_a"], p["model_b"]) for p in position] == [("a", "b"), ("a", "c"),
                                                                  ("b", "c")]
     for pair in position:
-        assert (pair["items"], pair["flipped"], pair["share"]) == (N, N, 1.0)
+        assert (pair["items"], pair["flipped"], pair["share"], pair["first_shown_wins"]) == (
+            N, N, 1.0, 1.0)
     # Every verdict flipped: all ties, every model at 1000.
     assert set(ratings(board).values()) == {1000}
