@@ -61,8 +61,8 @@ from evalpipe.judging.engine import (
     sized_options,
     write_down,
 )
+from evalpipe.judging import prompts
 from evalpipe.judging.prompts import (
-    PAIRWISE_PARSE_RULE_VERSION,
     parse_pairwise,
     pairwise_schema,
     pairwise_template_sha256,
@@ -162,7 +162,7 @@ def pairwise_key(settings: JudgeConfig, contenders: list[Contender]) -> dict:
 
 def pairwise_rules() -> dict:
     return {"prompt_template": pairwise_template_sha256(),
-            "parse_rule": PAIRWISE_PARSE_RULE_VERSION}
+            "parse_rule": prompts.PAIRWISE_PARSE_RULE_VERSION}
 
 
 def pairwise_identity(settings: JudgeConfig) -> dict:
@@ -206,8 +206,10 @@ def judge_pairwise(config: RunConfig, results: str | Path, runs: list[str], out:
     clock = time.monotonic()
     by_label = {c.label: c for c in contenders}
     ids = [record["id"] for record in contenders[0].records]
-    tokens = {c.label: [len(encode(r["response"] or "")) for r in c.records]
-              for c in contenders}
+    # GPT-2 tokens of each response, the length the fit controls for; an empty one (blank or
+    # missing) is 0, as it is treated.
+    tokens = {c.label: [0 if is_empty(r["response"]) else len(encode(r["response"]))
+                        for r in c.records] for c in contenders}
 
     def base(ask: Ask) -> dict:
         return question_record(ask, ids[ask.index], tokens[ask.first][ask.index],
@@ -229,12 +231,12 @@ def judge_pairwise(config: RunConfig, results: str | Path, runs: list[str], out:
                                  "verdict": empty_verdict(is_empty(first), is_empty(second))}
             else:
                 todo.append(ask)
-        prompts = {ask.key: render_pairwise(contenders[0].records[ask.index],
-                                            by_label[ask.first].records[ask.index]["response"],
-                                            by_label[ask.second].records[ask.index]["response"])
-                   for ask in todo}
-        calls = [(ask.key, ask_question, judge, settings, prompts[ask.key],
-                  sized_options(judge, prompts[ask.key], dict(settings.options),
+        texts = {ask.key: render_pairwise(contenders[0].records[ask.index],
+                                          by_label[ask.first].records[ask.index]["response"],
+                                          by_label[ask.second].records[ask.index]["response"])
+                 for ask in todo}
+        calls = [(ask.key, ask_question, judge, settings, texts[ask.key],
+                  sized_options(judge, texts[ask.key], dict(settings.options),
                                 f"item {ask.index} (id {ids[ask.index]}), {ask.first} as "
                                 f"Response A, {ask.second} as Response B"),
                   base(ask)) for ask in todo]
