@@ -300,7 +300,10 @@ def comparison_item(board: dict, records: dict[str, list[dict]], item: str) -> s
 
 def leaderboard_table(board: pd.DataFrame, width: int) -> str:
     columns = [c for c in ("rank", "model", "mean", "ci_low", "ci_high", "counted", "items",
-                           *(f"states_{s}" for s in STATES)) if c in board.columns]
+                           *(f"states_{s}" for s in STATES),
+                           # a pairwise comparison's (evalpipe/compare/pairwise.py)
+                           "bt_rating", "bt_rating_length_controlled", "win_rate_vs_anchor",
+                           "games") if c in board.columns]
     text = board[columns].rename(columns=lambda c: c.removeprefix("states_")).fillna("-")
     return text.to_string(index=False, max_colwidth=max(width // 3, 10))
 

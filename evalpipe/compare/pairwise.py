@@ -18,6 +18,7 @@ from pathlib import Path
 
 from evalpipe.compare.leaderboard import judge_mismatches, mismatch_text, model_row
 from evalpipe.compare.load import ModelScores, load_models, single_mode_models
+from evalpipe.compare.plots import PLOTS, RATINGS_PLOT
 from evalpipe.config import AggregateConfig, RunConfig
 from evalpipe.io import read_json_object, sha256_file
 from evalpipe.judging import pairwise
@@ -28,7 +29,6 @@ from evalpipe.report.html import embedded_png, esc, page
 from evalpipe.report.plots import pyplot, save_figure
 from evalpipe.stats.bradley_terry import fit_ratings
 
-RATINGS_PLOT = "ratings.png"
 MODEL_KEYS = ("bt_rating", "bt_interval", "bt_rating_length_controlled",
               "bt_interval_length_controlled", "win_rate_vs_anchor", "win_rate_interval",
               "length_flag", "games")
@@ -351,9 +351,7 @@ def render_html(board: dict, images: dict[str, bytes]) -> str:
 
 def write_outputs(board: dict, out: Path) -> dict[str, bytes]:
     """ratings.png (and no plot of another mode's comparison of the same name)."""
-    from evalpipe.compare.plots import PLOTS
-
     images = {RATINGS_PLOT: plot_ratings(board, out / RATINGS_PLOT)}
-    for stale in PLOTS:
+    for stale in set(PLOTS) - set(images):
         (out / stale).unlink(missing_ok=True)
     return images

@@ -15,7 +15,8 @@ SCORES_PLOT = "scores.png"
 RANKS_PLOT = "ranks.png"
 LOSS_PLOT = "loss-vs-score.png"
 JUDGES_PLOT = "judges.png"
-PLOTS = (SCORES_PLOT, RANKS_PLOT, LOSS_PLOT, JUDGES_PLOT)
+RATINGS_PLOT = "ratings.png"  # a pairwise comparison's (evalpipe/compare/pairwise.py)
+PLOTS = (SCORES_PLOT, RANKS_PLOT, LOSS_PLOT, JUDGES_PLOT, RATINGS_PLOT)
 
 
 def write_plots(models: list[ModelScores], board: dict, out: Path) -> dict[str, bytes]:
