@@ -270,6 +270,35 @@ def test_compare_opens_on_the_leaderboard_and_leads_to_each_models_responses(boo
     assert len(visible_ids(page, "section.item .response", "data-model")) == 220
 
 
+def test_a_pairwise_comparison_shows_its_ratings_beside_the_single_scores(book_pages,
+                                                                         open_page):
+    # The same two runs judged two at a time by the in-process mock judge (its verdict
+    # follows word overlap with the reference): the page shows the ratings with their
+    # intervals, the runs' own single-mode means beside them, the plot, the position effect.
+    assert main(["compare", "book", "short", "--mode", "pairwise", "--name", "pairwise",
+                 "--results", str(book_pages), "--resamples", "200",
+                 "--set", "judge.backend='mock'", "--set", "judge.model='overlap'"]) == 0
+    out = book_pages / "compare-pairwise"
+    board = json.loads((out / "leaderboard.json").read_text())
+    page = open_page(out / "compare.html")
+    assert page.locator("h1").inner_text() == "Comparison pairwise (pairwise)"
+    ratings = page.locator("#ratings")
+    assert ratings.bounding_box()["y"] < VIEWPORT["height"]  # on the first screen
+    assert visible_ids(page, "#ratings tbody tr", "data-model") == [
+        row["model"] for row in board["models"]] == ["book", "short"]
+    header = ratings.locator("thead th").all_inner_texts()
+    assert header[:4] == ["rank", "model", "BT rating", "95% CI"]
+    assert header[-2:] == ["single mean", "single 95% CI"]
+    short = ratings.locator('tbody tr[data-model="short"] td').all_inner_texts()
+    row = board["models"][1]
+    assert short[2:4] == [f"{row['bt_rating']:.0f}",
+                          f"[{row['bt_interval'][0]:.0f}, {row['bt_interval'][1]:.0f}]"]
+    assert short[-2] == f"{row['single_mean']:.2f}"
+    assert page.locator('img[data-file="ratings.png"]').is_visible()
+    position = page.locator("#position-effect tbody tr td").all_inner_texts()
+    assert position[:3] == ["book", "short", "110"]
+
+
 def test_a_judge_that_failed_its_canaries_is_marked_on_both_pages(book_pages, open_page,
                                                                   tmp_path):
     """summary.json's `canaries.failed`/`why` (judge and aggregate) and leaderboard.json's
