@@ -96,6 +96,13 @@ CASES = {
     "drop rate above 1": ("finetune", ["model.drop_rate=2"], None, "model.drop_rate"),
     "negative retries": ("prepare", ["judge.retries=-1"], None, "judge.retries"),
     "zero timeout": ("prepare", ["judge.timeout=0"], None, "judge.timeout"),
+    "unknown pairwise pairs": ("prepare", ["judge.pairs='some'"], None,
+                               "judge.pairs: expected one of 'all', 'anchor', got 'some'"),
+    "pairs by anchor without one": ("prepare", ["judge.mode='pairwise'", "judge.pairs='anchor'"],
+                                    None, "judge.anchor: judge.pairs = 'anchor' needs"),
+    "expected scores of pairwise verdicts": (
+        "prepare", ["judge.mode='pairwise'", "judge.scoring='expected'"], None,
+        "judge.scoring: 'expected' works with judge.mode = 'single' only (a pairwise reply"),
     "one bootstrap resample": ("prepare", ["aggregate.bootstrap_resamples=1"], None,
                                "aggregate.bootstrap_resamples"),
     "heads that do not divide the width": ("finetune", ["model.n_heads=5"], None,
