@@ -81,6 +81,7 @@ ELO_PER_LOG_ODDS = 400 / math.log(10)
 MAX_NEWTON_STEPS = 200
 STEP_TOLERANCE = 1e-10  # stop when no coefficient moves by more (log-odds)
 MAX_HALVINGS = 50
+LOSS_ROUNDING = 1e-12  # a loss higher by less than this share is equal
 
 # The first shown model's score and the weight of each verdict
 _FIRST_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
@@ -201,44 +202,51 @@ def position_effect(questions: list[Question]) -> list[dict]:
 # -- the fit -----------------------------------------------------------------------------------
 
 def _loss(beta: np.ndarray, design: np.ndarray, weights: np.ndarray,
-          weighted_scores: np.ndarray) -> np.ndarray:
+          weighted_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per draw: sum of weight * (softplus(eta) - score * eta) + ridge/2 * |beta|^2, the
-    negative log-likelihood of soft labels."""
+    negative log-likelihood of soft labels; and eta = design @ beta per draw and row."""
     eta = beta @ design.T
-    return ((weights * np.logaddexp(0.0, eta) - weighted_scores * eta).sum(axis=1)
+    loss = ((weights * np.logaddexp(0.0, eta) - weighted_scores * eta).sum(axis=1)
             + 0.5 * RIDGE * (beta ** 2).sum(axis=1))
+    return loss, eta
 
 
 def _newton(design: np.ndarray, weights: np.ndarray, weighted_scores: np.ndarray,
             start: np.ndarray) -> np.ndarray:
     """Fit every draw (row of `weights` and `weighted_scores`, shape (draws, rows)) together:
-    coefficients of shape (draws, columns of `design`). Draws that have converged drop out."""
+    coefficients of shape (draws, columns of `design`). A step that raises a draw's loss (beyond
+    rounding, LOSS_ROUNDING) is halved for that draw; draws that have converged drop out."""
     draws, columns = weights.shape[0], design.shape[1]
     beta = np.tile(start, (draws, 1)).astype(float)
+    loss, eta = _loss(beta, design, weights, weighted_scores)
     outer = (design[:, :, None] * design[:, None, :]).reshape(len(design), columns * columns)
     active = np.arange(draws)
     for _ in range(MAX_NEWTON_STEPS):
         if len(active) == 0:
             break
-        b, w, ws = beta[active], weights[active], weighted_scores[active]
-        p = 1.0 / (1.0 + np.exp(-(b @ design.T)))
+        b, w, ws, old_loss = beta[active], weights[active], weighted_scores[active], loss[active]
+        p = 1.0 / (1.0 + np.exp(-eta[active]))
         gradient = (w * p - ws) @ design + RIDGE * b
         hessian = ((w * p * (1 - p)) @ outer).reshape(-1, columns, columns)
         hessian += RIDGE * np.eye(columns)
         step = np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0]
-        before = _loss(b, design, w, ws)
         size = np.ones(len(active))
+        new_beta = b - step
+        new_loss, new_eta = _loss(new_beta, design, w, ws)
+        allowed = old_loss + LOSS_ROUNDING * (np.abs(old_loss) + 1.0)
+        worse = np.flatnonzero(new_loss > allowed)
         for _ in range(MAX_HALVINGS):
-            candidate = b - size[:, None] * step
-            worse = _loss(candidate, design, w, ws) > before
-            if not worse.any():
+            if len(worse) == 0:
                 break
             size[worse] /= 2
-        else:
-            size[worse] = 0.0  # no lower loss along the step: at the optimum to rounding
-        taken = size[:, None] * step
-        beta[active] = b - taken
-        active = active[np.abs(taken).max(axis=1) > STEP_TOLERANCE]
+            new_beta[worse] = b[worse] - size[worse, None] * step[worse]
+            new_loss[worse], new_eta[worse] = _loss(new_beta[worse], design, w[worse], ws[worse])
+            worse = worse[new_loss[worse] > allowed[worse]]
+        # a step that lowers no loss even when tiny: at the optimum up to rounding; stay
+        new_beta[worse], new_loss[worse], size[worse] = b[worse], old_loss[worse], 0.0
+        new_eta[worse] = eta[active[worse]]
+        beta[active], loss[active], eta[active] = new_beta, new_loss, new_eta
+        active = active[np.abs(size[:, None] * step).max(axis=1) > STEP_TOLERANCE]
     return beta
 
 
