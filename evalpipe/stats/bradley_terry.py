@@ -31,8 +31,11 @@ The fit (`fit_ratings`)
     strengths at equal length.
 
     The fit is Newton's method on the weighted log-likelihood with a ridge of RIDGE = 1e-9 on
-    every coefficient, with step halving when a step does not lower the loss (the loss is
-    convex, so this converges). The ridge is there for separation: a model that wins every
+    every coefficient, with step halving when a step raises the loss (the loss is convex, so
+    this converges; a plain Newton step from far away can overshoot and diverge). The loss and
+    gradient are written without cancellation (logistic(-eta) computed as such, not as
+    1 - logistic(eta)), so a rating pushed far out by separation is still fitted to full
+    precision and every resample that repeats the data gives the same bits. The ridge is there for separation: a model that wins every
     game has no finite maximum-likelihood rating, and the ridge stops it at a large finite one
     (about 20 log-odds, several thousand rating points: read it as "beats everything seen").
     It also fixes gamma at 0 when all lengths are equal. Elsewhere it moves ratings by about
@@ -55,8 +58,10 @@ The bootstrap
 
 The length flag
     A model's `length_flag` is set when its length-controlled rating lies outside its raw
-    interval or its raw rating lies outside its length-controlled interval (interval ends
-    count as inside). The anchor is never flagged (both its ratings are 1000).
+    interval or its raw rating lies outside its length-controlled interval (interval ends, and
+    anything within FLAG_TOLERANCE = 1e-6 rating points of them, count as inside: a point
+    interval of identical resamples must not flag a rounding difference). The anchor is never
+    flagged (both its ratings are 1000).
 
 The position effect (`position_effect`)
     Per pair of models: of the items asked in both orders, how many flipped (the two orders
@@ -81,6 +86,7 @@ ELO_PER_LOG_ODDS = 400 / math.log(10)
 MAX_NEWTON_STEPS = 200
 STEP_TOLERANCE = 1e-10  # stop when no coefficient moves by more (log-odds)
 MAX_HALVINGS = 50
+FLAG_TOLERANCE = 1e-6  # rating points: closer to an interval's end is the fit's rounding
 LOSS_ROUNDING = 1e-12  # a loss higher by less than this share is equal
 
 # The first shown model's score and the weight of each verdict
@@ -203,12 +209,25 @@ def position_effect(questions: list[Question]) -> list[dict]:
 
 def _loss(beta: np.ndarray, design: np.ndarray, weights: np.ndarray,
           weighted_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per draw: sum of weight * (softplus(eta) - score * eta) + ridge/2 * |beta|^2, the
-    negative log-likelihood of soft labels; and eta = design @ beta per draw and row."""
+    """Per draw: the negative log-likelihood of soft labels, sum of weight * (score *
+    softplus(-eta) + (1 - score) * softplus(eta)), plus ridge/2 * |beta|^2; and eta = design @
+    beta per draw and row. Written as a sum of terms that are never negative (softplus(x) =
+    max(x, 0) + log1p(exp(-|x|))) so that it keeps its relative precision when it is tiny, as
+    it is for a model that wins every game."""
     eta = beta @ design.T
-    loss = ((weights * np.logaddexp(0.0, eta) - weighted_scores * eta).sum(axis=1)
+    shared = np.log1p(np.exp(-np.abs(eta)))
+    loss = (((weights - weighted_scores) * np.maximum(eta, 0.0)
+             + weighted_scores * np.maximum(-eta, 0.0) + weights * shared).sum(axis=1)
             + 0.5 * RIDGE * (beta ** 2).sum(axis=1))
     return loss, eta
+
+
+def _chances(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """logistic(eta) and logistic(-eta), each to full relative precision (1 - logistic(eta)
+    would lose it for large eta)."""
+    small = np.exp(-np.abs(eta))
+    high, low = 1.0 / (1.0 + small), small / (1.0 + small)
+    return np.where(eta >= 0, high, low), np.where(eta >= 0, low, high)
 
 
 def _newton(design: np.ndarray, weights: np.ndarray, weighted_scores: np.ndarray,
@@ -225,15 +244,16 @@ def _newton(design: np.ndarray, weights: np.ndarray, weighted_scores: np.ndarray
         if len(active) == 0:
             break
         b, w, ws, old_loss = beta[active], weights[active], weighted_scores[active], loss[active]
-        p = 1.0 / (1.0 + np.exp(-eta[active]))
-        gradient = (w * p - ws) @ design + RIDGE * b
-        hessian = ((w * p * (1 - p)) @ outer).reshape(-1, columns, columns)
+        win, loss_chance = _chances(eta[active])
+        # w * win - ws, written so that it does not cancel when a model wins nearly every game
+        gradient = ((w - ws) * win - ws * loss_chance) @ design + RIDGE * b
+        hessian = ((w * win * loss_chance) @ outer).reshape(-1, columns, columns)
         hessian += RIDGE * np.eye(columns)
         step = np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0]
         size = np.ones(len(active))
         new_beta = b - step
         new_loss, new_eta = _loss(new_beta, design, w, ws)
-        allowed = old_loss + LOSS_ROUNDING * (np.abs(old_loss) + 1.0)
+        allowed = old_loss * (1.0 + LOSS_ROUNDING)
         worse = np.flatnonzero(new_loss > allowed)
         for _ in range(MAX_HALVINGS):
             if len(worse) == 0:
@@ -259,6 +279,10 @@ def _components(models: list[str], rows: list[Game]) -> list[list[str]]:
                 group[model] = merged
     unique = {id(members): members for members in group.values()}
     return sorted(sorted(members) for members in unique.values())
+
+
+def _inside(rating: float, interval: list[float]) -> bool:
+    return interval[0] - FLAG_TOLERANCE <= rating <= interval[1] + FLAG_TOLERANCE
 
 
 def _interval(values: np.ndarray, confidence: float) -> np.ndarray:
@@ -352,8 +376,7 @@ def fit_ratings(questions: list[Question], *, anchor: str | None = None, resampl
             controlled_int = [float(v) for v in controlled_interval[:, i]]
             win = float(1.0 / (1.0 + math.exp(-raw[i])))
             win_int = [float(v) for v in win_interval[:, i]]
-        flag = not (interval[0] <= controlled_rating <= interval[1]
-                    and controlled_int[0] <= rating <= controlled_int[1])
+        flag = not (_inside(controlled_rating, interval) and _inside(rating, controlled_int))
         table.append({"model": model, "bt_rating": rating, "bt_interval": interval,
                       "bt_rating_length_controlled": controlled_rating,
                       "bt_interval_length_controlled": controlled_int,
