@@ -54,7 +54,8 @@ The bootstrap
     (1 + confidence)/2 quantiles of the refits (numpy's linear interpolation). A draw is not
     copied out row by row: games with equal design rows on one item are summed into one row,
     and a draw's weight of each row is the item's multiplicity in the draw times that sum, so
-    one matrix product gives every draw's weights and all draws are fitted together.
+    one matrix product gives the weights of many draws, which are fitted together
+    (DRAWS_AT_ONCE at a time).
 
 The length flag
     A model's `length_flag` is set when its length-controlled rating lies outside its raw
@@ -86,6 +87,7 @@ ELO_PER_LOG_ODDS = 400 / math.log(10)
 MAX_NEWTON_STEPS = 200
 STEP_TOLERANCE = 1e-10  # stop when no coefficient moves by more (log-odds)
 MAX_HALVINGS = 50
+DRAWS_AT_ONCE = 250  # resamples fitted together: bounds the memory for many models and items
 FLAG_TOLERANCE = 1e-6  # rating points: closer to an interval's end is the fit's rounding
 LOSS_ROUNDING = 1e-12  # a loss higher by less than this share is equal
 
@@ -346,8 +348,9 @@ def fit_ratings(questions: list[Question], *, anchor: str | None = None, resampl
             per_item_score[item, row] = score
         full = _newton(design, per_item_weight.sum(axis=0)[None, :],
                        per_item_score.sum(axis=0)[None, :], np.zeros(design.shape[1]))[0]
-        boot = _newton(design, multiplicity @ per_item_weight, multiplicity @ per_item_score,
-                       full)
+        boot = np.concatenate([
+            _newton(design, chunk @ per_item_weight, chunk @ per_item_score, full)
+            for chunk in np.split(multiplicity, range(DRAWS_AT_ONCE, resamples, DRAWS_AT_ONCE))])
         return full, boot
 
     raw, raw_boot = fit(False)
