@@ -31,8 +31,11 @@ The fit (`fit_ratings`)
     strengths at equal length.
 
     The fit is Newton's method on the weighted log-likelihood with a ridge of RIDGE = 1e-9 on
-    every coefficient, with step halving when a step does not lower the loss (the loss is
-    convex, so this converges). The ridge is there for separation: a model that wins every
+    every coefficient, with step halving when a step raises the loss (the loss is convex, so
+    this converges; a plain Newton step from far away can overshoot and diverge). The loss and
+    gradient are written without cancellation (logistic(-eta) computed as such, not as
+    1 - logistic(eta)), so a rating pushed far out by separation is still fitted to full
+    precision and every resample that repeats the data gives the same bits. The ridge is there for separation: a model that wins every
     game has no finite maximum-likelihood rating, and the ridge stops it at a large finite one
     (about 20 log-odds, several thousand rating points: read it as "beats everything seen").
     It also fixes gamma at 0 when all lengths are equal. Elsewhere it moves ratings by about
@@ -51,12 +54,15 @@ The bootstrap
     (1 + confidence)/2 quantiles of the refits (numpy's linear interpolation). A draw is not
     copied out row by row: games with equal design rows on one item are summed into one row,
     and a draw's weight of each row is the item's multiplicity in the draw times that sum, so
-    one matrix product gives every draw's weights and all draws are fitted together.
+    one matrix product gives the weights of many draws, which are fitted together
+    (DRAWS_AT_ONCE at a time).
 
 The length flag
     A model's `length_flag` is set when its length-controlled rating lies outside its raw
-    interval or its raw rating lies outside its length-controlled interval (interval ends
-    count as inside). The anchor is never flagged (both its ratings are 1000).
+    interval or its raw rating lies outside its length-controlled interval (interval ends, and
+    anything within FLAG_TOLERANCE = 1e-6 rating points of them, count as inside: a point
+    interval of identical resamples must not flag a rounding difference). The anchor is never
+    flagged (both its ratings are 1000).
 
 The position effect (`position_effect`)
     Per pair of models: of the items asked in both orders, how many flipped (the two orders
@@ -81,6 +87,9 @@ ELO_PER_LOG_ODDS = 400 / math.log(10)
 MAX_NEWTON_STEPS = 200
 STEP_TOLERANCE = 1e-10  # stop when no coefficient moves by more (log-odds)
 MAX_HALVINGS = 50
+DRAWS_AT_ONCE = 250  # resamples fitted together: bounds the memory for many models and items
+FLAG_TOLERANCE = 1e-6  # rating points: closer to an interval's end is the fit's rounding
+LOSS_ROUNDING = 1e-12  # a loss higher by less than this share is equal
 
 # The first shown model's score and the weight of each verdict
 _FIRST_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
@@ -201,44 +210,65 @@ def position_effect(questions: list[Question]) -> list[dict]:
 # -- the fit -----------------------------------------------------------------------------------
 
 def _loss(beta: np.ndarray, design: np.ndarray, weights: np.ndarray,
-          weighted_scores: np.ndarray) -> np.ndarray:
-    """Per draw: sum of weight * (softplus(eta) - score * eta) + ridge/2 * |beta|^2, the
-    negative log-likelihood of soft labels."""
+          weighted_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw: the negative log-likelihood of soft labels, sum of weight * (score *
+    softplus(-eta) + (1 - score) * softplus(eta)), plus ridge/2 * |beta|^2; and eta = design @
+    beta per draw and row. Written as a sum of terms that are never negative (softplus(x) =
+    max(x, 0) + log1p(exp(-|x|))) so that it keeps its relative precision when it is tiny, as
+    it is for a model that wins every game."""
     eta = beta @ design.T
-    return ((weights * np.logaddexp(0.0, eta) - weighted_scores * eta).sum(axis=1)
+    shared = np.log1p(np.exp(-np.abs(eta)))
+    loss = (((weights - weighted_scores) * np.maximum(eta, 0.0)
+             + weighted_scores * np.maximum(-eta, 0.0) + weights * shared).sum(axis=1)
             + 0.5 * RIDGE * (beta ** 2).sum(axis=1))
+    return loss, eta
+
+
+def _chances(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """logistic(eta) and logistic(-eta), each to full relative precision (1 - logistic(eta)
+    would lose it for large eta)."""
+    small = np.exp(-np.abs(eta))
+    high, low = 1.0 / (1.0 + small), small / (1.0 + small)
+    return np.where(eta >= 0, high, low), np.where(eta >= 0, low, high)
 
 
 def _newton(design: np.ndarray, weights: np.ndarray, weighted_scores: np.ndarray,
             start: np.ndarray) -> np.ndarray:
     """Fit every draw (row of `weights` and `weighted_scores`, shape (draws, rows)) together:
-    coefficients of shape (draws, columns of `design`). Draws that have converged drop out."""
+    coefficients of shape (draws, columns of `design`). A step that raises a draw's loss (beyond
+    rounding, LOSS_ROUNDING) is halved for that draw; draws that have converged drop out."""
     draws, columns = weights.shape[0], design.shape[1]
     beta = np.tile(start, (draws, 1)).astype(float)
+    loss, eta = _loss(beta, design, weights, weighted_scores)
     outer = (design[:, :, None] * design[:, None, :]).reshape(len(design), columns * columns)
     active = np.arange(draws)
     for _ in range(MAX_NEWTON_STEPS):
         if len(active) == 0:
             break
-        b, w, ws = beta[active], weights[active], weighted_scores[active]
-        p = 1.0 / (1.0 + np.exp(-(b @ design.T)))
-        gradient = (w * p - ws) @ design + RIDGE * b
-        hessian = ((w * p * (1 - p)) @ outer).reshape(-1, columns, columns)
+        b, w, ws, old_loss = beta[active], weights[active], weighted_scores[active], loss[active]
+        win, loss_chance = _chances(eta[active])
+        # w * win - ws, written so that it does not cancel when a model wins nearly every game
+        gradient = ((w - ws) * win - ws * loss_chance) @ design + RIDGE * b
+        hessian = ((w * win * loss_chance) @ outer).reshape(-1, columns, columns)
         hessian += RIDGE * np.eye(columns)
         step = np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0]
-        before = _loss(b, design, w, ws)
         size = np.ones(len(active))
+        new_beta = b - step
+        new_loss, new_eta = _loss(new_beta, design, w, ws)
+        allowed = old_loss * (1.0 + LOSS_ROUNDING)
+        worse = np.flatnonzero(new_loss > allowed)
         for _ in range(MAX_HALVINGS):
-            candidate = b - size[:, None] * step
-            worse = _loss(candidate, design, w, ws) > before
-            if not worse.any():
+            if len(worse) == 0:
                 break
             size[worse] /= 2
-        else:
-            size[worse] = 0.0  # no lower loss along the step: at the optimum to rounding
-        taken = size[:, None] * step
-        beta[active] = b - taken
-        active = active[np.abs(taken).max(axis=1) > STEP_TOLERANCE]
+            new_beta[worse] = b[worse] - size[worse, None] * step[worse]
+            new_loss[worse], new_eta[worse] = _loss(new_beta[worse], design, w[worse], ws[worse])
+            worse = worse[new_loss[worse] > allowed[worse]]
+        # a step that lowers no loss even when tiny: at the optimum up to rounding; stay
+        new_beta[worse], new_loss[worse], size[worse] = b[worse], old_loss[worse], 0.0
+        new_eta[worse] = eta[active[worse]]
+        beta[active], loss[active], eta[active] = new_beta, new_loss, new_eta
+        active = active[np.abs(size[:, None] * step).max(axis=1) > STEP_TOLERANCE]
     return beta
 
 
@@ -251,6 +281,10 @@ def _components(models: list[str], rows: list[Game]) -> list[list[str]]:
                 group[model] = merged
     unique = {id(members): members for members in group.values()}
     return sorted(sorted(members) for members in unique.values())
+
+
+def _inside(rating: float, interval: list[float]) -> bool:
+    return interval[0] - FLAG_TOLERANCE <= rating <= interval[1] + FLAG_TOLERANCE
 
 
 def _interval(values: np.ndarray, confidence: float) -> np.ndarray:
@@ -314,8 +348,9 @@ def fit_ratings(questions: list[Question], *, anchor: str | None = None, resampl
             per_item_score[item, row] = score
         full = _newton(design, per_item_weight.sum(axis=0)[None, :],
                        per_item_score.sum(axis=0)[None, :], np.zeros(design.shape[1]))[0]
-        boot = _newton(design, multiplicity @ per_item_weight, multiplicity @ per_item_score,
-                       full)
+        boot = np.concatenate([
+            _newton(design, chunk @ per_item_weight, chunk @ per_item_score, full)
+            for chunk in np.split(multiplicity, range(DRAWS_AT_ONCE, resamples, DRAWS_AT_ONCE))])
         return full, boot
 
     raw, raw_boot = fit(False)
@@ -344,8 +379,7 @@ def fit_ratings(questions: list[Question], *, anchor: str | None = None, resampl
             controlled_int = [float(v) for v in controlled_interval[:, i]]
             win = float(1.0 / (1.0 + math.exp(-raw[i])))
             win_int = [float(v) for v in win_interval[:, i]]
-        flag = not (interval[0] <= controlled_rating <= interval[1]
-                    and controlled_int[0] <= rating <= controlled_int[1])
+        flag = not (_inside(controlled_rating, interval) and _inside(rating, controlled_int))
         table.append({"model": model, "bt_rating": rating, "bt_interval": interval,
                       "bt_rating_length_controlled": controlled_rating,
                       "bt_interval_length_controlled": controlled_int,

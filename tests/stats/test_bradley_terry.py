@@ -79,8 +79,8 @@ def test_a_question_whose_other_order_is_missing_is_a_game_of_its_own():
 
 def three_wins_one_loss():
     # item 1: a wins in both orders (2 wins); item 2: a wins, one order asked; item 3: b wins.
-    # a's score 3 of 4: p = 3/4, log-odds ln 3; the ridge (1e-9) moves that by 1.5e-9 * ln 3 / ...
-    # well below 1e-6 rating points.
+    # a's score 3 of 4: p = 3/4, log-odds ln 3. The ridge (1e-9) moves the log-odds by
+    # 1e-9 * ln 3 / (4 * 3/4 * 1/4) = 1.5e-9, 2.5e-7 rating points: inside the 1e-6 asserted.
     return [q(1, "a", "b", "A>B"), q(1, "b", "a", "B>A"), q(2, "a", "b", "A>B"),
             q(3, "b", "a", "A>B")]
 
@@ -135,6 +135,31 @@ def test_flipped_verdicts_are_an_even_game():
     rows = by_model(fit_ratings(questions, anchor="b", resamples=20))
     # item 1: two ties (1 of 2), item 2: two wins for a: 3 of 4 -> ln 3
     assert abs(rows["a"]["bt_rating"] - (1000 + 400 * math.log10(3))) < 1e-6
+
+
+def test_a_model_that_wins_every_game_gets_the_large_finite_rating_the_ridge_allows():
+    # 10 wins, no loss: no finite maximum-likelihood rating. With the ridge the log-odds beta
+    # solves 10 * logistic(-beta) = 1e-9 * beta (about 20.03); every resample is the same.
+    questions = [q(item, "a", "b", "A>B") for item in range(10)]
+    low, high = 1.0, 40.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if 10 / (1 + math.exp(middle)) > 1e-9 * middle:
+            low = middle
+        else:
+            high = middle
+    rows = by_model(fit_ratings(questions, anchor="b", resamples=100))
+    assert abs(rows["a"]["bt_rating"] - (1000 + ELO * low)) < 1e-6
+    assert rows["a"]["bt_interval"] == pytest.approx([rows["a"]["bt_rating"]] * 2, abs=1e-6)
+    assert rows["a"]["length_flag"] is False
+
+
+def test_newton_halves_a_step_that_would_overshoot():
+    # one game row, 3 wins of 4, started at log-odds 10: the plain Newton step from there is
+    # about +5500 and would diverge; halving walks back to ln 3
+    from evalpipe.stats.bradley_terry import _newton
+    beta = _newton(np.array([[1.0]]), np.array([[4.0]]), np.array([[3.0]]), np.array([10.0]))
+    assert abs(beta[0, 0] - math.log(3)) < 1e-8
 
 
 # -- simulated judges ------------------------------------------------------------------------------
@@ -247,6 +272,23 @@ def test_length_control_corrects_a_judge_that_prefers_longer_answers():
     assert low < 3.0 < high
     # the anchor a is 1000 in both fits; b and c move by more than their intervals
     assert {m: rows[m]["length_flag"] for m in rows} == {"a": False, "b": True, "c": True}
+
+
+def test_the_flag_is_set_when_only_the_controlled_rating_leaves_the_raw_interval():
+    # a milder length preference (0.6): c's controlled rating falls below its raw interval,
+    # while its raw rating stays inside the wider controlled interval; flagged all the same
+    rng = np.random.default_rng(32)
+    means = {"a": 60, "b": 120, "c": 240}
+    lengths = {m: np.maximum(1, rng.lognormal(math.log(mean), 0.5, size=110)).astype(int)
+               for m, mean in means.items()}
+    questions = simulate({"a": 0.8, "b": 0.4, "c": 0.0}, 110, seed=42, lengths=lengths,
+                         length_bias=0.6)
+    c = by_model(fit_ratings(questions, resamples=500))["c"]
+    low, high = c["bt_interval"]
+    controlled_low, controlled_high = c["bt_interval_length_controlled"]
+    assert c["bt_rating_length_controlled"] < low
+    assert controlled_low <= c["bt_rating"] <= controlled_high
+    assert c["length_flag"] is True
 
 
 def test_a_judge_without_length_preference_flags_no_model():
