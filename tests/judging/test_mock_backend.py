@@ -89,7 +89,7 @@ def test_a_prompt_of_no_known_layout_is_a_one_line_error():
     assert str(caught.value) == (
         "mock judge: the prompt has neither the book's markers (correct output `...`, score the "
         "model response `...`), nor the rubric's (Reference answer: / Response to grade:), nor "
-        "a together prompt's ([Response 1] ...)")
+        "a together prompt's ([Response 1] ...), nor a pairwise one ([Response A] ...)")
 
 
 def test_the_identity_is_the_rule_and_a_digest_of_its_name():
