@@ -86,6 +86,18 @@ def test_schema_constrains_the_reply_to_json_with_an_integer_score(judge):
     assert isinstance(judgment["reason"], str) and len(judgment["reason"]) <= 24
 
 
+def test_the_grammar_holds_a_pairwise_reply_to_the_five_verdicts(judge):
+    from evalpipe.judging.prompts import pairwise_schema, parse_pairwise, render_pairwise
+
+    record = {"instruction": "Name the capital of Italy.", "input": "", "output": "Rome."}
+    prompt = render_pairwise(record, "The capital of Italy is Rome.", "Paris.")
+    reply = judge.ask(JudgeRequest(prompt, options=dict(OPTIONS, max_tokens=128),
+                                   schema=pairwise_schema()))
+    parsed = parse_pairwise(reply.text)
+    assert parsed.state == "judged", reply.text
+    assert parsed.verdict in ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+
+
 def test_same_seed_at_temperature_zero_gives_the_same_text(judge):
     options = dict(OPTIONS, max_tokens=8)
     first = judge.ask(JudgeRequest(PROMPT, options=options))
