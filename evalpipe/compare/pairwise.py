@@ -20,6 +20,7 @@ from evalpipe.compare.leaderboard import judge_mismatches, mismatch_text, model_
 from evalpipe.compare.load import ModelScores, load_models, single_mode_models
 from evalpipe.compare.plots import PLOTS, RATINGS_PLOT
 from evalpipe.config import AggregateConfig, RunConfig
+from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_json_object, sha256_file
 from evalpipe.judging import pairwise
 from evalpipe.judging.together import FOLDER as TOGETHER_FOLDER
@@ -53,7 +54,7 @@ def together_models(results: Path, runs: list[str], configs: dict[str, RunConfig
         return None
     try:
         recorded = read_json_object(folder / MANIFEST)["key"]["responses"]
-    except Exception:  # an unreadable manifest: no together judgment to show
+    except (EvalpipeError, KeyError, TypeError):  # unreadable: no together judgment to show
         return None
     now = {run: results / run / "generate/responses.jsonl" for run in runs}
     if set(recorded) != set(runs) or any(

@@ -51,6 +51,7 @@ from pathlib import Path
 from evalpipe.config import JudgeConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_jsonl, sha256_file, sha256_json, write_json, write_jsonl
+from evalpipe.judging import prompts
 from evalpipe.judging.engine import (
     answering,
     is_empty,
@@ -61,11 +62,10 @@ from evalpipe.judging.engine import (
     sized_options,
     write_down,
 )
-from evalpipe.judging import prompts
 from evalpipe.judging.prompts import (
-    parse_pairwise,
     pairwise_schema,
     pairwise_template_sha256,
+    parse_pairwise,
     render_pairwise,
 )
 from evalpipe.judging.together import MANIFEST, Contender, freshness, load_contenders

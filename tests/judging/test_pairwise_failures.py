@@ -96,12 +96,12 @@ def test_a_server_that_is_down_stops_with_one_line(pairwise_runs, capsys):
 
 @pytest.mark.parametrize("settings, message", [
     (("judge.pairs='anchor'",),
-     "judge.anchor: judge.pairs = 'anchor' needs the run every model is compared with "
-     "(judge.anchor = \"RUN\")"),
+     ("judge.anchor: judge.pairs = 'anchor' needs the run every model is compared with "
+      "(judge.anchor = \"RUN\")")),
     (("judge.pairs='some'",), "judge.pairs: expected one of 'all', 'anchor', got 'some'"),
     (("judge.anchor='zz'",), "judge.anchor = 'zz' is not one of the runs compared (a, b, c)"),
-    (("judge.repeats=2",), "judge.repeats = 2: pairwise mode asks each question once per "
-                           "order; set judge.repeats = 1"),
+    (("judge.repeats=2",), ("judge.repeats = 2: pairwise mode asks each question once per "
+                            "order; set judge.repeats = 1")),
 ])
 def test_bad_settings_stop_with_one_line(pairwise_runs, capsys, settings, message):
     with OllamaStandIn(preference_judge()) as standin:
@@ -118,7 +118,7 @@ def test_one_run_is_not_a_pairwise_comparison(pairwise_runs, capsys):
 
 def test_new_weights_prompt_text_or_parse_rule_make_the_judgment_stale(
         pairwise_runs, capsys, monkeypatch):
-    import evalpipe.judging.prompts as prompts
+    from evalpipe.judging import prompts
 
     with OllamaStandIn(preference_judge()) as standin:
         assert compare(standin.url) == 0
@@ -186,3 +186,45 @@ def test_empty_responses_are_decided_without_asking(run_env, tmp_path_factory, c
     assert all(r["raw_reply"] is None and r["first_tokens"] * r["second_tokens"] == 0
                for r in records if r["state"] == "empty")
     assert "10 empty, 0 unparseable, 0 error" in capsys.readouterr().out
+
+
+def test_a_killed_pairwise_judge_loses_no_finished_question(pairwise_runs, run_env):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from evalpipe.io import read_partial_jsonl
+
+    judge = preference_judge()
+
+    def slow(body):
+        time.sleep(0.05)
+        return judge(body)
+
+    with OllamaStandIn(slow) as standin:
+        command = [sys.executable, "-m", "evalpipe", "compare", "a", "b", "c", "--mode",
+                   "pairwise", "--set", f"judge.host={standin.url}",
+                   "--set", "judge.concurrency=1"]
+        process = subprocess.Popen(command, cwd=run_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        partial = out_of(pairwise_runs) / "pairwise/questions.partial.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.read_text().count("\n") >= 5:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (out_of(pairwise_runs) / QUESTIONS).exists()
+        kept = read_partial_jsonl(partial)
+        assert len(kept) >= 5
+        # The cache would also spare the judge; without it only the partial file can.
+        for leftover in pairwise_runs.glob("judge-cache.sqlite*"):
+            leftover.unlink()
+
+        before = len(standin.requests)
+        assert compare(standin.url) == 0
+        assert len(standin.requests) - before == 3 * N * 2 - len(kept)
+    assert not partial.exists()
+    assert len(read_jsonl(out_of(pairwise_runs) / QUESTIONS)) == 3 * N * 2

@@ -10,8 +10,8 @@ from collections import Counter
 
 from pairwise_runs import (
     ITEMS,
-    N,
     STRENGTHS,
+    N,
     board_of,
     compare,
     first_shown_judge,
