@@ -301,7 +301,7 @@ def plot_ratings(board: dict, path: Path) -> bytes:
     ax.set_xlabel(f"Bradley-Terry rating ({board['pairwise']['anchor']} = 1000), "
                   f"{level(board['confidence'])} interval")
     ax.set_title("pairwise ratings")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     return save_figure(fig, path)
 
 
