@@ -296,7 +296,12 @@ def fit_ratings(questions: list[Question], *, anchor: str | None = None, resampl
                 seed: int = 123, confidence: float = 0.95) -> dict:
     """Raw and length-controlled Bradley-Terry ratings with bootstrap intervals over items, the
     win rate against the anchor and the position effect, as a JSON-ready dict (see the module
-    docstring for every rule)."""
+    docstring for every rule): `anchor`, `scale`, `games` (rows of `games(questions)`, each
+    counted once whatever its weight), `items`, `length_coefficient` and its interval, `models`
+    (per model: `bt_rating`, `bt_interval`, the same length-controlled, `win_rate_vs_anchor`
+    and `win_rate_interval` from the raw fit, `length_flag`, `games` it plays; sorted by
+    bt_rating, best first, then by name) and `position` (`position_effect(questions)`)."""
+    questions = list(questions)  # read twice: for the games and for the position effect
     if not questions:
         raise CompareError("no pairwise verdicts to rate")
     if not 0 < confidence < 1:
