@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -365,18 +364,6 @@ def test_the_result_is_json_ready_and_complete():
         "model", "bt_rating", "bt_interval", "bt_rating_length_controlled",
         "bt_interval_length_controlled", "win_rate_vs_anchor", "win_rate_interval",
         "length_flag", "games"]
-
-
-def test_five_models_on_110_items_with_2000_resamples_take_seconds():
-    strengths = {"a": 0.0, "b": 0.3, "c": 0.6, "d": -0.3, "e": 0.9}
-    rng = np.random.default_rng(9)
-    lengths = {m: rng.integers(20, 400, size=110) for m in strengths}
-    questions = simulate(strengths, 110, seed=10, cuts=(0.5, 2.5), lengths=lengths,
-                         length_bias=1.0)
-    assert len(questions) == 5 * 4 // 2 * 110 * 2
-    start = time.perf_counter()
-    fit_ratings(questions, resamples=2000)
-    assert time.perf_counter() - start < 10  # about a second alone; the machine is shared
 
 
 def test_an_empty_list_is_refused():
