@@ -22,9 +22,11 @@ import pandas as pd
 from evalpipe import api, stats
 from evalpipe.config import load_config
 from evalpipe.errors import EvalpipeError
+from evalpipe.io import read_jsonl
 from evalpipe.paths import default_paths
 from evalpipe.records import STATES, STATES_WITH_SCORE, count_of
 from evalpipe.records import load_scores as read_scores
+from evalpipe.report.format import one_line
 
 # The table's columns: the default ones first. Text columns share the width left by the others.
 DEFAULT_COLUMNS = ("id", "state", "score", "length", "f1", "instruction", "response", "reason")
@@ -298,6 +300,47 @@ def comparison_item(board: dict, records: dict[str, list[dict]], item: str) -> s
     return "\n".join(lines)
 
 
+VERDICT_WORDS = {"A>>B": (0, "much better"), "A>B": (0, "better"), "A=B": (None, "tie"),
+                 "B>A": (1, "better"), "B>>A": (1, "much better")}
+
+
+def verdict_line(question: dict) -> str:
+    """One question of a pairwise comparison: its state and what the judge (or the empty rule)
+    decided, in words: who was better."""
+    pair = f"{question['first']} vs {question['second']}: {question['state']}"
+    if question["state"] == "error":
+        return f"{pair} (left out of the fit; asked again by the next run): {question['error']}"
+    if question["state"] == "unparseable":
+        return f"{pair} (left out of the fit): reply: {one_line(question['raw_reply'] or '')}"
+    winner, words = VERDICT_WORDS[question["verdict"]]
+    said = words if winner is None else f"{(question['first'], question['second'])[winner]} {words}"
+    if question["state"] == "empty":
+        blank = [m for m, n in ((question["first"], question["first_tokens"]),
+                                (question["second"], question["second_tokens"])) if n == 0]
+        why = "both responses empty" if len(blank) == 2 else f"{blank[0]}'s response is empty"
+        return f"{pair} {question['verdict']}, {said} (not asked: {why})"
+    return f"{pair} {question['verdict']}, {said}: {text_or_none(question.get('reason'))}"
+
+
+def pairwise_item(board: dict, responses: dict[str, list[dict]], questions: list[dict],
+                  item: str) -> str:
+    """Every model's response to one item of a pairwise comparison, best rated first, then
+    every question asked about it (both orders of each pair) with its verdict."""
+    rows = board["models"]
+    index, first = find_item(responses[rows[0]["run"]], item, f"comparison {board['name']}")
+    lines = [f"comparison {board['name']} (pairwise mode), item {first['id']} "
+             f"({index + 1} of {len(responses[rows[0]['run']])} in the test split)"]
+    lines += record_lines(first)
+    for row in rows:
+        rank = "" if row.get("rank") is None else f"{row['rank']}. "
+        lines += [heading(f"{rank}{row['model']} (run {row['run']}): rating "
+                          f"{row['bt_rating']:.1f}"),
+                  "response:", text_or_none(responses[row["run"]][index].get("response"))]
+    lines.append(heading("the verdicts (Response A is the model named first)"))
+    lines += [verdict_line(q) for q in questions if q["index"] == index]
+    return "\n".join(lines)
+
+
 def leaderboard_table(board: pd.DataFrame, width: int) -> str:
     columns = [c for c in ("rank", "model", "mean", "ci_low", "ci_high", "counted", "items",
                            *(f"states_{s}" for s in STATES),
@@ -353,6 +396,16 @@ def show_comparison(folder: str, results: str | None, item: str | None, width: i
         return (f"comparison {board['name']} ({board.get('mode', 'single')} mode, "
                 f"{board.get('comparison', 'models')}, {board['items']} items)\n"
                 + leaderboard_table(api.load_leaderboard(folder, results), width))
+    if board.get("mode") == "pairwise":
+        from evalpipe.judging.pairwise import FOLDER, QUESTIONS
+
+        path = api.comparison_folder(folder, results) / FOLDER / QUESTIONS
+        if not path.exists():
+            raise EvalpipeError(f"comparison {name}: {path} not found (its pairwise judgment)")
+        responses = {row["run"]: read_jsonl(api.run_paths(row["run"], results)
+                                            / "generate/responses.jsonl")
+                     for row in board["models"]}
+        return pairwise_item(board, responses, read_jsonl(path), item)
     records = {}
     for row in board["models"]:
         run = row["run"]

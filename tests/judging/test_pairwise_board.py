@@ -124,3 +124,46 @@ def test_single_mode_scores_are_left_out_when_the_runs_were_never_judged_alone(r
                for r in board["models"])
     assert board["pairwise"]["anchor"] == "a"
     assert "single mean" not in (runs / OUT / "leaderboard.md").read_text()
+
+
+def test_a_pairwise_comparison_item_shows_the_responses_and_every_verdict(runs, capsys):
+    assert compare("pairwise", "judge.anchor='c'") == 0
+    board = json.loads((runs / OUT / "leaderboard.json").read_text())
+    rating = {row["model"]: f"{row['bt_rating']:.1f}" for row in board["models"]}
+    capsys.readouterr()
+    item = read_jsonl(runs / "a/prepare/test.jsonl")[1]["id"]  # record 86
+    assert main(["show", OUT, "--item", item[:6]]) == 0
+    reason = "by word overlap F1 with the reference"
+    assert capsys.readouterr().out == f"""\
+comparison a-vs-b-vs-c (pairwise mode), item {item} (2 of 10 in the test split)
+
+-- the data record
+id: {item}
+instruction: Task 86
+input: (none)
+output: word86a word86b word86c word86d
+
+-- 1. a (run a): rating {rating['a']}
+response:
+word86a word86b word86c word86d
+
+-- 2. c (run c): rating {rating['c']}
+response:
+word86a word86b word86c other
+
+-- 3. b (run b): rating {rating['b']}
+response:
+nothing in common
+
+-- the verdicts (Response A is the model named first)
+a vs b: judged A>>B, a much better: {reason}
+b vs a: judged B>>A, a much better: {reason}
+a vs c: judged A>B, a better: {reason}
+c vs a: judged B>A, a better: {reason}
+b vs c: judged B>>A, c much better: {reason}
+c vs b: judged A>>B, c much better: {reason}
+"""
+    # Item 92: no model answered; the verdict was decided without asking.
+    empty = read_jsonl(runs / "a/prepare/test.jsonl")[7]["id"]
+    assert main(["show", OUT, "--item", empty]) == 0
+    assert "a vs b: empty A=B, tie (not asked: both responses empty)\n" in capsys.readouterr().out
