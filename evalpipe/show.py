@@ -300,25 +300,19 @@ def comparison_item(board: dict, records: dict[str, list[dict]], item: str) -> s
     return "\n".join(lines)
 
 
-VERDICT_WORDS = {"A>>B": (0, "much better"), "A>B": (0, "better"), "A=B": (None, "tie"),
-                 "B>A": (1, "better"), "B>>A": (1, "much better")}
-
-
 def verdict_line(question: dict) -> str:
     """One question of a pairwise comparison: its state and what the judge (or the empty rule)
     decided, in words: who was better."""
+    from evalpipe.judging.pairwise import not_asked_why, verdict_words
+
     pair = f"{question['first']} vs {question['second']}: {question['state']}"
     if question["state"] == "error":
         return f"{pair} (left out of the fit; asked again by the next run): {question['error']}"
     if question["state"] == "unparseable":
         return f"{pair} (left out of the fit): reply: {one_line(question['raw_reply'] or '')}"
-    winner, words = VERDICT_WORDS[question["verdict"]]
-    said = words if winner is None else f"{(question['first'], question['second'])[winner]} {words}"
+    said = verdict_words(question)
     if question["state"] == "empty":
-        blank = [m for m, n in ((question["first"], question["first_tokens"]),
-                                (question["second"], question["second_tokens"])) if n == 0]
-        why = "both responses empty" if len(blank) == 2 else f"{blank[0]}'s response is empty"
-        return f"{pair} {question['verdict']}, {said} (not asked: {why})"
+        return f"{pair} {question['verdict']}, {said} (not asked: {not_asked_why(question)})"
     return f"{pair} {question['verdict']}, {said}: {text_or_none(question.get('reason'))}"
 
 

@@ -294,6 +294,26 @@ def summary_line(summary: dict) -> str:
               "cache")
 
 
+# Each verdict in words: which response it names better (0: Response A, 1: B; None: a tie).
+VERDICT_WORDS = {"A>>B": (0, "much better"), "A>B": (0, "better"), "A=B": (None, "tie"),
+                 "B>A": (1, "better"), "B>>A": (1, "much better")}
+
+
+def verdict_words(question: dict) -> str:
+    """A questions.jsonl record's verdict in words, naming the model it found better:
+    'a much better', 'b better', 'tie'."""
+    winner, words = VERDICT_WORDS[question["verdict"]]
+    return words if winner is None else f"{(question['first'], question['second'])[winner]} {words}"
+
+
+def not_asked_why(question: dict) -> str:
+    """Why a question in state `empty` was decided without asking: whose response is empty."""
+    blank = [model for model, tokens in ((question["first"], question["first_tokens"]),
+                                         (question["second"], question["second_tokens"]))
+             if tokens == 0]
+    return "both responses empty" if len(blank) == 2 else f"{blank[0]}'s response is empty"
+
+
 def read_questions(out: Path) -> list[dict]:
     """questions.jsonl of a pairwise judgment folder."""
     return read_jsonl(out / QUESTIONS)

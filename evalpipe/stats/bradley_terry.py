@@ -185,6 +185,12 @@ def games(questions: list[Question]) -> list[Game]:
     return rows
 
 
+def flipped_pairs(questions: list[Question]) -> set[tuple[str, str, str]]:
+    """(item, model_a, model_b) of every pair whose verdict flipped with the order (its two
+    questions count as ties in `games`)."""
+    return {key for key, slots in _orders(questions).items() if _flipped(*slots, key[1])}
+
+
 def position_effect(questions: list[Question]) -> list[dict]:
     """Per pair of models (sorted): items asked in both orders, how many of them flipped and
     their share (None without such items), and the share of decided questions won by the
