@@ -142,19 +142,22 @@ def compare_pairwise(runs: list[str], results: Path, name: str, out: Path,
     (evalpipe/compare/pairwise.py)."""
     from evalpipe.compare import pairwise as board_of
     from evalpipe.judging.pairwise import FOLDER, judge_pairwise, read_questions
+    from evalpipe.judging.together import load_contenders
 
     if config is None:
         config = judge_config_for(results, runs, None, [], mode="pairwise")
     config.judge.mode = "pairwise"
     summary = judge_pairwise(config, results, runs, out / FOLDER)
-    board = board_of.build_pairwise_board(name, runs, read_questions(out / FOLDER), summary,
+    questions = read_questions(out / FOLDER)
+    board = board_of.build_pairwise_board(name, runs, questions, summary,
                                           config.judge, bootstrap, results, out, configs,
                                           allow_mixed_judges)
     images = board_of.write_outputs(board, out)
     board["plots"] = list(images)
     write_json(out / "leaderboard.json", stats.rounded(board, DECIMALS))
     write_text(out / "leaderboard.md", board_of.render_markdown(board))
-    write_text(out / "compare.html", board_of.render_html(board, images))
+    responses = {c.label: c.records for c in load_contenders(results, runs)}
+    write_text(out / "compare.html", board_of.render_html(board, images, questions, responses))
     return out
 
 

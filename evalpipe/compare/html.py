@@ -32,31 +32,23 @@ from evalpipe.compare.text import (
     position_table,
     title,
 )
+from evalpipe.compare.viewer import (
+    PAGE_CSS,
+    SHOW_MODEL_SCRIPT,
+    VIEWER_CSS,
+    model_link,
+    options,
+    task_html,
+)
 from evalpipe.records import STATES, STATES_WITH_SCORE
 from evalpipe.report.html import SORTABLE_CSS, SORTABLE_SCRIPT, embedded_png, esc, page
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
+STYLE = PAGE_CSS + VIEWER_CSS + """
 #leaderboard td.number { font-variant-numeric: tabular-nums; white-space: nowrap; }
-#leaderboard a.show-model { font-weight: bold; white-space: nowrap; }
 tr.canaries-failed td { background: #fdecea; }
 .canary-mark { color: #b00; font-weight: bold; }
-.viewer-controls { position: sticky; top: 0; background: #fff; padding: 0.4em 0;
-                   border-bottom: 1px solid #ccc; z-index: 1; }
-.item { border-top: 2px solid #888; margin-top: 1.5em; padding-top: 0.5em;
-        content-visibility: auto; contain-intrinsic-size: auto 24em; }
-.item h3 .disagreement { font-weight: normal; color: #a12; font-size: 0.85em; }
-.responses { display: flex; flex-wrap: wrap; gap: 1em; }
-.response { flex: 1 1 18em; border: 1px solid #ccc; padding: 0.5em; }
-.response pre, .reference pre { white-space: pre-wrap; margin: 0.3em 0; }
 .response .repeats, .response .position { color: #666; }
-.state-unparseable, .state-error { background: #fdecea; }
-.state-empty { background: #f5f5f5; }
 .mixed { color: #a12; }
-img { max-width: 100%; }
 """ + SORTABLE_CSS
 
 # The viewer's filters: a response shows when it matches the model and state chosen; an item
@@ -85,15 +77,7 @@ function filterItems() {
   }
   document.getElementById('shown-items').textContent = shown;
 }
-for (const link of document.querySelectorAll('a.show-model')) {
-  link.addEventListener('click', function (event) {
-    event.preventDefault();
-    document.getElementById('model-filter').value = link.dataset.showModel;
-    filterItems();
-    document.getElementById('viewer').scrollIntoView();
-  });
-}
-"""
+""" + SHOW_MODEL_SCRIPT
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -126,9 +110,7 @@ def _leaderboard_table(board: dict) -> str:
                     why = row.get("canaries_why") or "the judge failed its canaries"
                     mark = (f' <span class="canary-mark" title="{esc(why)}">&#9888; canaries '
                             f"failed: {esc(why)}</span>")
-                parts.append(f'<td><a href="#viewer" class="show-model" '
-                             f'data-show-model="{esc(row["model"])}" title="show its responses">'
-                             f"{esc(text)}</a>{mark}</td>")
+                parts.append(f"<td>{model_link(row['model'], text)}{mark}</td>")
             elif column == ci_column:
                 low = "" if row["ci"] is None else f' data-sort="{row["ci"][0]}"'
                 parts.append(f'<td class="number"{low}>{esc(text)}</td>')
@@ -211,7 +193,6 @@ def _item_section(index: int, models: list[ModelScores],
                else "")
             + (f"<p class=\"error\">{esc(record.get('error'))}</p>" if record.get("error")
                else "") + _repeats_text(record) + "</div>")
-    input_part = (f"<p><b>Input:</b> {esc(first['input'])}</p>" if first["input"] else "")
     divided = f"scores {spread} apart" + (f", moved up to {moves} with position"
                                           if moves else "")
     return (f'<section class="item" data-index="{index}" data-id="{esc(first["id"])}" '
@@ -219,8 +200,7 @@ def _item_section(index: int, models: list[ModelScores],
             f'data-disagreement="{max(spread, moves)}">'
             f"<h3>Item {index} <small>({esc(first['id'])})</small> "
             f'<span class="disagreement">{esc(divided)}</span></h3>'
-            f"<p><b>Instruction:</b> {esc(first['instruction'])}</p>{input_part}"
-            f"<div class=\"reference\"><b>Reference:</b><pre>{esc(first['output'])}</pre></div>"
+            f"{task_html(first)}"
             f"<div class=\"responses\">{''.join(cards)}</div></section>")
 
 
@@ -231,9 +211,9 @@ def _viewer(board: dict, ranked: list[ModelScores], passes: list[dict] | None) -
     order = sorted(range(board["items"]),
                    key=lambda index: (-max(disagreement(index, ranked, swapped)), index))
     items = "\n".join(_item_section(index, ranked, swapped) for index in order)
-    models = "".join(f'<option value="{esc(m.label)}">{esc(m.label)}</option>' for m in ranked)
-    states = "".join(f'<option value="{state}">{state}</option>' for state in STATES)
-    spreads = "".join(f'<option value="{value}">{value}</option>' for value in (0, 20, 40, 60))
+    models = options(m.label for m in ranked)
+    states = options(STATES)
+    spreads = options((0, 20, 40, 60))
     moved = " or moved with position (judge.swap)" if passes else ""
     return f"""<h2 id="viewer">Items</h2>
 <p>Every test item with each model's response, score and reason, in leaderboard order; the

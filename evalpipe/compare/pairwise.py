@@ -19,16 +19,25 @@ from pathlib import Path
 from evalpipe.compare.leaderboard import judge_mismatches, mismatch_text, model_row
 from evalpipe.compare.load import ModelScores, load_models, single_mode_models
 from evalpipe.compare.plots import PLOTS, RATINGS_PLOT
+from evalpipe.compare.viewer import (
+    PAGE_CSS,
+    SHOW_MODEL_SCRIPT,
+    VIEWER_CSS,
+    model_link,
+    options,
+    task_html,
+)
 from evalpipe.config import AggregateConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_json_object, sha256_file
 from evalpipe.judging import pairwise
+from evalpipe.judging.engine import is_empty
 from evalpipe.judging.together import FOLDER as TOGETHER_FOLDER
 from evalpipe.judging.together import MANIFEST
 from evalpipe.report.format import interval, level, md, number, one_line
 from evalpipe.report.html import embedded_png, esc, page
 from evalpipe.report.plots import pyplot, save_figure
-from evalpipe.stats.bradley_terry import fit_ratings
+from evalpipe.stats.bradley_terry import fit_ratings, flipped_pairs
 
 MODEL_KEYS = ("bt_rating", "bt_interval", "bt_rating_length_controlled",
               "bt_interval_length_controlled", "win_rate_vs_anchor", "win_rate_interval",
@@ -305,29 +314,180 @@ def plot_ratings(board: dict, path: Path) -> bytes:
     return save_figure(fig, path)
 
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
+STYLE = PAGE_CSS + VIEWER_CSS + """
 tr.length-flag td { background: #fff4e0; }
 .note { color: #a12; }
-img { max-width: 100%; }
+.response .rating { color: #666; }
+.response .empty { color: #666; font-style: italic; }
+table.questions { margin: 0.6em 0 0; }
+table.questions pre { white-space: pre-wrap; margin: 0; }
+tr.flipped td { background: #fff4e0; }
+.flip { color: #a12; font-weight: bold; }
 """
 
+# The viewer's filters: a question shows when it is about the model chosen and matches the
+# state chosen ('flipped': its verdict flipped with the order); a response shows when a
+# question shown is about it; an item when one of its questions shows and its text matches.
+SCRIPT = """
+function filterItems() {
+  const text = document.getElementById('filter').value.toLowerCase();
+  const model = document.getElementById('model-filter').value;
+  const state = document.getElementById('state-filter').value;
+  let shown = 0;
+  for (const item of document.querySelectorAll('.item')) {
+    const about = new Set();
+    for (const row of item.querySelectorAll('tr.question')) {
+      const wanted = (model === '' || row.dataset.first === model ||
+                      row.dataset.second === model) &&
+                     (state === '' || (state === 'flipped' ? row.dataset.flipped === 'true'
+                                                           : row.dataset.state === state));
+      row.style.display = wanted ? '' : 'none';
+      if (wanted) { about.add(row.dataset.first); about.add(row.dataset.second); }
+    }
+    for (const card of item.querySelectorAll('.response')) {
+      card.style.display = about.has(card.dataset.model) ? '' : 'none';
+    }
+    const matches = text === '' || item.textContent.toLowerCase().includes(text);
+    const visible = about.size > 0 && matches;
+    item.style.display = visible ? '' : 'none';
+    if (visible) shown++;
+  }
+  document.getElementById('shown-items').textContent = shown;
+}
+""" + SHOW_MODEL_SCRIPT
 
-def render_html(board: dict, images: dict[str, bytes]) -> str:
+VIEWER_ORDER_TEXT = (
+    "Items whose verdicts flipped with the order in most pairs come first, then those whose "
+    "two orders of a pair disagreed in most pairs (split: the two verdicts, read for the same "
+    "model, differ, as better and much better, or better and a tie; a flip is a split too); "
+    "ties in test order.")
+
+# A verdict read the other way round: what it says with the two responses swapped.
+MIRRORED = {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}
+
+
+def item_disagreement(records: list[dict]) -> dict[int, tuple[set, set]]:
+    """Per item index: (flipped, split), the pairs (model_a, model_b, sorted) whose verdict
+    flipped with the order (stats.bradley_terry's rule) and those whose two verdicts differ
+    at all; only questions with a verdict (judged, empty) count."""
+    flipped: dict[int, tuple[set, set]] = {}
+    for item, model_a, model_b in flipped_pairs(pairwise.fitted_questions(records)):
+        flipped.setdefault(int(item), (set(), set()))[0].add((model_a, model_b))
+    said: dict[tuple[int, str, str], set] = {}
+    for r in records:
+        if r["state"] in pairwise.FITTED:
+            model_a, model_b = sorted((r["first"], r["second"]))
+            verdict = r["verdict"] if r["first"] == model_a else MIRRORED[r["verdict"]]
+            said.setdefault((r["index"], model_a, model_b), set()).add(verdict)
+    for (index, model_a, model_b), verdicts in said.items():
+        if len(verdicts) > 1:
+            flipped.setdefault(index, (set(), set()))[1].add((model_a, model_b))
+    return flipped
+
+
+def _question_row(record: dict, flipped: bool) -> str:
+    """One question: who was shown first, its state, the verdict in words, and the reason,
+    why it was not asked, the reply that held no verdict, or the error."""
+    state = record["state"]
+    if state in pairwise.FITTED:
+        verdict = f"{esc(record['verdict'])}, {esc(pairwise.verdict_words(record))}"
+        if flipped:
+            verdict += ' <span class="flip">flipped with the order: counted as a tie</span>'
+    else:
+        verdict = "none (left out of the fit)"
+    if state == "empty":
+        why = f"not asked: {esc(pairwise.not_asked_why(record))}"
+    elif state == "unparseable":
+        why = f"reply: <pre>{esc(record.get('raw_reply'))}</pre>"
+    elif state == "error":
+        why = f"error: {esc(record.get('error'))}"
+    else:
+        why = esc(record.get("reason"))
+    marks = ' data-flipped="true"' if flipped else ""
+    return (f'<tr class="question state-{esc(state)}{" flipped" if flipped else ""}" '
+            f'data-first="{esc(record["first"])}" data-second="{esc(record["second"])}" '
+            f'data-state="{esc(state)}"{marks}>'
+            f"<td>{esc(record['first'])} vs {esc(record['second'])}</td><td>{esc(state)}</td>"
+            f"<td>{verdict}</td><td>{why}</td></tr>")
+
+
+def _pairwise_item(index: int, board: dict, records: list[dict],
+                   responses: dict[str, list[dict]], flipped: set, split: set) -> str:
+    """One test item: its task, every model's response (best rated first), every question."""
+    rows = board["models"]
+    task = responses[rows[0]["run"]][index]
+    cards = []
+    for row in rows:
+        text = responses[row["run"]][index].get("response")
+        empty = is_empty(text)  # as the judge treated it
+        shown = ('<p class="empty">(empty response)</p>' if empty
+                 else f"<pre>{esc(text)}</pre>")
+        cards.append(f'<div class="response{" state-empty" if empty else ""}" '
+                     f'data-model="{esc(row["model"])}"><b>{esc(row["model"])}</b> '
+                     f'<small class="rating">rating {esc(_rating(row["bt_rating"]))}</small>'
+                     f"{shown}</div>")
+    questions = "".join(
+        _question_row(r, tuple(sorted((r["first"], r["second"]))) in flipped) for r in records)
+    divided = f"{len(flipped)} flipped, {len(split)} split"
+    return (f'<section class="item" data-index="{index}" data-id="{esc(task["id"])}" '
+            f'data-flipped="{len(flipped)}" data-split="{len(split)}">'
+            f"<h3>Item {index} <small>({esc(task['id'])})</small> "
+            f'<span class="disagreement">{esc(divided)}</span></h3>'
+            f"{task_html(task)}<div class=\"responses\">{''.join(cards)}</div>"
+            '<table class="questions"><thead><tr><th>Response A vs Response B</th>'
+            "<th>state</th><th>verdict</th><th>reason</th></tr></thead>"
+            f"<tbody>{questions}</tbody></table></section>")
+
+
+def _viewer(board: dict, records: list[dict], responses: dict[str, list[dict]]) -> str:
+    """The item viewer: the controls, then the items, most divided first."""
+    by_item: dict[int, list[dict]] = {}
+    for record in records:
+        by_item.setdefault(record["index"], []).append(record)
+    divided = item_disagreement(records)
+    nothing = (set(), set())
+    order = sorted(range(board["items"]), key=lambda index: (
+        -len(divided.get(index, nothing)[0]), -len(divided.get(index, nothing)[1]), index))
+    items = "\n".join(_pairwise_item(index, board, by_item.get(index, []), responses,
+                                     *divided.get(index, nothing)) for index in order)
+    models = options(row["model"] for row in board["models"])
+    states = options((*pairwise.STATES, "flipped"),
+                     {"flipped": "verdict flipped with the order"})
+    return f"""<h2 id="viewer">Items</h2>
+<p>Every test item with each model's response, best rated first, and every question asked
+about it: each pair of models in both orders, Response A named first, with the verdict in
+words and the judge's reason. {esc(VIEWER_ORDER_TEXT)}</p>
+<div class="viewer-controls">Show questions about
+<select id="model-filter" onchange="filterItems()">
+<option value="">every model</option>{models}</select>
+<select id="state-filter" onchange="filterItems()">
+<option value="">in any state</option>{states}</select>
+containing <input id="filter" oninput="filterItems()">:
+<span id="shown-items">{board["items"]}</span> of {board["items"]} items.</div>
+{items}"""
+
+
+def render_html(board: dict, images: dict[str, bytes], records: list[dict],
+                responses: dict[str, list[dict]]) -> str:
     """compare.html of a pairwise comparison: the ratings with their intervals (table and
-    plot) beside the single and together means, the length flags, the position effect.
+    plot) beside the single and together means, the length flags, the position effect, then
+    the item viewer. `records` are questions.jsonl's, `responses` each run's
+    generate/responses.jsonl records by run.
     Hooks: `<table id="ratings">`, each row `<tr data-model>` (`data-length-flag` when
-    flagged); `<table id="position-effect">`."""
+    flagged), the model's name an `<a class="show-model" data-show-model>`;
+    `<table id="position-effect">`; each item a `<section class="item" data-index data-id
+    data-flipped data-split>` (counts of pairs), each response a `<div class="response"
+    data-model>`, each question a `<tr class="question" data-first data-second data-state>`
+    (`data-flipped="true"` when its verdict flipped with the order)."""
     header, text_rows = ratings_table(board)
     head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
     body_rows = []
     for row, cells in zip(board["models"], text_rows):
         flag = ' class="length-flag" data-length-flag="true"' if row["length_flag"] else ""
+        parts = [esc(c) for c in cells]
+        parts[1] = model_link(row["model"], cells[1])  # opens the viewer filtered to it
         body_rows.append(f'<tr data-model="{esc(row["model"])}"{flag}>'
-                         + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+                         + "".join(f"<td>{c}</td>" for c in parts) + "</tr>")
     ratings = (f'<table id="ratings"><thead><tr>{head}</tr></thead>'
                f"<tbody>{''.join(body_rows)}</tbody></table>")
     position_header, position_cells = position_rows(board)
@@ -341,13 +501,14 @@ def render_html(board: dict, images: dict[str, bytes]) -> str:
     body = f"""<h1>{esc(title)}</h1>
 {notes}<h2 id="pairwise">Pairwise ratings</h2>
 {ratings}
-<p>{esc(method_text(board))}</p>
+<p>{esc(method_text(board))} Click a model to read the questions about it.</p>
 <p>{esc(questions_text(board))}</p>
 {plots}
 <h2>Position effect</h2>
 <p>{esc(POSITION_EFFECT_TEXT)}</p>
-{position}"""
-    return page(title, STYLE, body)
+{position}
+{_viewer(board, records, responses)}"""
+    return page(title, STYLE, body, SCRIPT)
 
 
 def write_outputs(board: dict, out: Path) -> dict[str, bytes]:
