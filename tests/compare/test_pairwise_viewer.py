@@ -25,7 +25,7 @@ def item(index: int) -> dict:
 
 
 # (item, first, second) -> (state, verdict or None, what else); every other question of the
-# four items is the consistent one: the first model named better than the later.
+# five items is the consistent one: the first model named better than the later.
 ODD = {
     # item 1: a vs b flipped (each order says the first shown is better); a vs c split (much
     # better, then better); c's response is empty, so b vs c decided without asking
@@ -40,6 +40,10 @@ ODD = {
     (2, "c", "a"): ("judged", "A=B", {"reason": "same"}),
     (2, "a", "b"): ("unparseable", None, {"raw_reply": "<b>no idea</b>", "problem": "no verdict"}),
     (2, "b", "c"): ("error", None, {"error": "HTTP 500: <down>"}),
+    # item 3: every pair split, none flipped
+    (3, "b", "a"): ("judged", "B>>A", {}),
+    (3, "c", "a"): ("judged", "A=B", {}),
+    (3, "c", "b"): ("judged", "B>>A", {}),
 }
 
 
@@ -49,7 +53,7 @@ def response(model: str, index: int) -> str:
     return SCRIPT if (model, index) == ("a", 1) else f"{model} answers {index}"
 
 
-def questions(items: int = 4) -> list[dict]:
+def questions(items: int = 5) -> list[dict]:
     records = []
     for index in range(items):
         for x, y in itertools.combinations(MODELS, 2):
@@ -67,13 +71,13 @@ def html(tmp_path) -> str:
     records = questions()
     states = {s: sum(r["state"] == s for r in records)
               for s in ("judged", "empty", "unparseable", "error")}
-    summary = {"items": 4, "pairs": "all", "questions": len(records), "states": states,
+    summary = {"items": 5, "pairs": "all", "questions": len(records), "states": states,
                "left_out": {"unparseable": 1, "error": 1}, "requests": 22, "cache_hits": 0,
                "judge": {"backend": "mock", "model": "overlap", "digest": None}}
     board = build_pairwise_board("t", list(MODELS), records, summary, JudgeConfig(),
                                  AggregateConfig(bootstrap_resamples=20), tmp_path, tmp_path,
                                  {m: None for m in MODELS})
-    responses = {m: [{**item(i), "response": response(m, i)} for i in range(4)]
+    responses = {m: [{**item(i), "response": response(m, i)} for i in range(5)]
                  for m in MODELS}
     return render_html(board, {}, records, responses)
 
@@ -86,7 +90,8 @@ def test_items_with_flipped_then_split_verdicts_come_first_ties_in_test_order(ht
     heads = [re.match(r'<section class="item" data-index="(\d)" data-id="id\d" '
                       r'data-flipped="(\d)" data-split="(\d)">', s).groups()
              for s in sections(html)]
-    assert heads == [("1", "1", "2"), ("2", "0", "1"), ("0", "0", "0"), ("3", "0", "0")]
+    assert heads == [("1", "1", "2"), ("3", "0", "3"), ("2", "0", "1"), ("0", "0", "0"),
+                     ("4", "0", "0")]
     assert ("Items whose verdicts flipped with the order in most pairs come first, then those "
             "whose two orders of a pair disagreed in most pairs") in html
 
@@ -105,7 +110,8 @@ def test_an_item_shows_its_task_the_responses_best_rated_first_and_every_questio
 
 
 def test_each_question_says_its_state_and_verdict_in_words_and_a_flip_is_marked(html):
-    first, second = sections(html)[:2]
+    first, second = (next(s for s in sections(html) if f'data-index="{index}"' in s)
+                     for index in (1, 2))
     assert ('<tr class="question state-judged flipped" data-first="b" data-second="a" '
             'data-state="judged" data-flipped="true"><td>b vs a</td><td>judged</td>'
             '<td>A&gt;B, b better <span class="flip">flipped with the order: counted as a '
