@@ -270,15 +270,21 @@ def test_compare_opens_on_the_leaderboard_and_leads_to_each_models_responses(boo
     assert len(visible_ids(page, "section.item .response", "data-model")) == 220
 
 
-def test_a_pairwise_comparison_shows_its_ratings_beside_the_single_scores(book_pages,
-                                                                         open_page):
-    # The same two runs judged two at a time by the in-process mock judge (its verdict
-    # follows word overlap with the reference): the page shows the ratings with their
-    # intervals, the runs' own single-mode means beside them, the plot, the position effect.
+@pytest.fixture(scope="module")
+def pairwise_pages(book_pages):
+    """The same two runs judged two at a time by the in-process mock judge (its verdict
+    follows word overlap with the reference); returns the comparison's folder."""
     assert main(["compare", "book", "short", "--mode", "pairwise", "--name", "pairwise",
                  "--results", str(book_pages), "--resamples", "200",
                  "--set", "judge.backend='mock'", "--set", "judge.model='overlap'"]) == 0
-    out = book_pages / "compare-pairwise"
+    return book_pages / "compare-pairwise"
+
+
+def test_a_pairwise_comparison_shows_its_ratings_beside_the_single_scores(pairwise_pages,
+                                                                         open_page):
+    # The page shows the ratings with their intervals, the runs' own single-mode means beside
+    # them, the plot, the position effect.
+    out = pairwise_pages
     board = json.loads((out / "leaderboard.json").read_text())
     page = open_page(out / "compare.html")
     assert page.locator("h1").inner_text() == "Comparison pairwise (pairwise)"
@@ -297,6 +303,73 @@ def test_a_pairwise_comparison_shows_its_ratings_beside_the_single_scores(book_p
     assert page.locator('img[data-file="ratings.png"]').is_visible()
     position = page.locator("#position-effect tbody tr td").all_inner_texts()
     assert position[:3] == ["book", "short", "110"]
+
+
+def pairwise_order(questions: list[dict]) -> list[str]:
+    """The viewer's order of the items (evalpipe/compare/pairwise.py, VIEWER_ORDER_TEXT),
+    computed here from questions.jsonl: most pairs flipped first (the two orders named
+    different winners), then most pairs split (two different verdicts read for the same
+    model), then test order."""
+    winner = {"A>>B": 1, "A>B": 1, "A=B": 0, "B>A": -1, "B>>A": -1}
+    swapped = {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}
+    read = {}  # (item, model x, model y) -> verdicts read for x
+    for q in questions:
+        if q["state"] in ("judged", "empty"):
+            x, y = sorted((q["first"], q["second"]))
+            verdict = q["verdict"] if q["first"] == x else swapped[q["verdict"]]
+            read.setdefault((q["index"], x, y), []).append(verdict)
+    flipped, split = {}, {}
+    for (index, _, _), verdicts in read.items():
+        if len(verdicts) == 2:
+            flipped[index] = flipped.get(index, 0) + (
+                {winner[v] for v in verdicts} == {1, -1})
+            split[index] = split.get(index, 0) + (verdicts[0] != verdicts[1])
+    items = sorted({q["index"] for q in questions})
+    return [str(i) for i in sorted(items, key=lambda i: (-flipped.get(i, 0), -split.get(i, 0),
+                                                          i))]
+
+
+def test_a_pairwise_comparison_shows_why_through_its_item_viewer(pairwise_pages, open_page):
+    """Every item with both responses and both questions, in the viewer's order; a model's name
+    in the ratings opens the viewer filtered to it; the state filter shows only the questions
+    in that state, and the responses and items they are about."""
+    questions = read_jsonl(pairwise_pages / "pairwise/questions.jsonl")
+    page = open_page(pairwise_pages / "compare.html")
+    order = pairwise_order(questions)
+    assert visible_ids(page, "section.item", "data-index") == order
+    assert len(visible_ids(page, "tr.question", "data-state")) == len(questions) == 220
+    assert page.locator("#viewer").bounding_box()["y"] > page.locator(
+        "#position-effect").bounding_box()["y"]
+    # an item: the task, the responses best rated first, the questions in both orders
+    first = page.locator(f'section.item[data-index="{order[0]}"]')
+    assert first.locator(".response").evaluate_all(
+        "cards => cards.map(card => card.dataset.model)") == ["book", "short"]
+    # (text_content: an item off screen is not rendered, content-visibility: auto)
+    assert first.locator("tr.question td:first-child").all_text_contents() == [
+        "book vs short", "short vs book"]
+
+    page.locator('#ratings a[data-show-model="short"]').click()
+    assert page.locator("#model-filter").input_value() == "short"
+    assert -1 < page.locator("#viewer").bounding_box()["y"] < VIEWPORT["height"]  # scrolled to
+    assert len(visible_ids(page, "section.item", "data-index")) == 110
+
+    page.select_option("#state-filter", "empty")
+    empty = [q for q in questions if q["state"] == "empty"]
+    assert len(empty) == 22  # short answered nothing to every tenth item, both orders
+    items = [i for i in order if any(str(q["index"]) == i for q in empty)]
+    assert visible_ids(page, "section.item", "data-index") == items
+    assert visible_ids(page, "tr.question", "data-state") == ["empty"] * 22
+    assert page.locator("#shown-items").inner_text() == "11"
+    shown = page.locator(f'section.item[data-index="{items[0]}"]')
+    assert shown.locator("tr.question td:nth-child(3)").all_text_contents() == [
+        "A>>B, book much better", "B>>A, book much better"]
+    assert shown.locator(".response.state-empty .empty").text_content() == "(empty response)"
+    page.select_option("#state-filter", "error")
+    assert visible_ids(page, "section.item", "data-index") == []
+    assert page.locator("#shown-items").inner_text() == "0"
+    page.select_option("#state-filter", "")
+    page.select_option("#model-filter", "")
+    assert len(visible_ids(page, "tr.question", "data-state")) == 220
 
 
 def test_a_judge_that_failed_its_canaries_is_marked_on_both_pages(book_pages, open_page,
