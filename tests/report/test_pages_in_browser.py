@@ -14,6 +14,7 @@ background networking off.)
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -305,25 +306,35 @@ def test_a_pairwise_comparison_shows_its_ratings_beside_the_single_scores(pairwi
     assert position[:3] == ["book", "short", "110"]
 
 
-def pairwise_order(questions: list[dict]) -> list[str]:
-    """The viewer's order of the items (evalpipe/compare/pairwise.py, VIEWER_ORDER_TEXT),
-    computed here from questions.jsonl: most pairs flipped first (the two orders named
-    different winners), then most pairs split (two different verdicts read for the same
-    model), then test order."""
-    winner = {"A>>B": 1, "A>B": 1, "A=B": 0, "B>A": -1, "B>>A": -1}
-    swapped = {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}
-    read = {}  # (item, model x, model y) -> verdicts read for x
+WINNER = {"A>>B": 1, "A>B": 1, "A=B": 0, "B>A": -1, "B>>A": -1}
+SWAPPED = {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}
+
+
+def verdicts_by_pair(questions: list[dict]) -> dict[tuple[int, str, str], list[str]]:
+    """(item, x, y) -> the verdicts of both orders, read as if x were shown first (x < y);
+    only the questions with a verdict (judged, empty)."""
+    read = {}
     for q in questions:
         if q["state"] in ("judged", "empty"):
             x, y = sorted((q["first"], q["second"]))
-            verdict = q["verdict"] if q["first"] == x else swapped[q["verdict"]]
+            verdict = q["verdict"] if q["first"] == x else SWAPPED[q["verdict"]]
             read.setdefault((q["index"], x, y), []).append(verdict)
+    return read
+
+
+def is_flip(verdicts: list[str]) -> bool:
+    """The two orders named different winners."""
+    return {WINNER[v] for v in verdicts} == {1, -1}
+
+
+def pairwise_order(questions: list[dict]) -> list[str]:
+    """The viewer's order of the items (evalpipe/compare/pairwise.py, VIEWER_ORDER_TEXT),
+    computed here from questions.jsonl: most pairs flipped first, then most pairs split (the
+    two orders' verdicts, read for the same model, differ), then test order."""
     flipped, split = {}, {}
-    for (index, _, _), verdicts in read.items():
-        if len(verdicts) == 2:
-            flipped[index] = flipped.get(index, 0) + (
-                {winner[v] for v in verdicts} == {1, -1})
-            split[index] = split.get(index, 0) + (verdicts[0] != verdicts[1])
+    for (index, _, _), verdicts in verdicts_by_pair(questions).items():
+        flipped[index] = flipped.get(index, 0) + is_flip(verdicts)
+        split[index] = split.get(index, 0) + (len(set(verdicts)) > 1)
     items = sorted({q["index"] for q in questions})
     return [str(i) for i in sorted(items, key=lambda i: (-flipped.get(i, 0), -split.get(i, 0),
                                                           i))]
@@ -430,10 +441,8 @@ def test_a_judge_that_failed_its_canaries_is_marked_on_both_pages(book_pages, op
 MODELS, ITEMS, REPEATS = 5, 1000, 3
 
 
-def large_runs(results: Path, instruction_data: Path) -> list[str]:
-    """Five runs on the first 1,000 distinct examples of the real instruction data, each
-    response a model-specific cut of the reference, judged three times (scores drawn from a
-    seeded generator; a few unparseable, errors and empty responses)."""
+def distinct_examples(instruction_data: Path) -> list[dict]:
+    """The first ITEMS distinct examples of the real instruction data."""
     examples, seen = [], set()
     for entry in json.loads(instruction_data.read_text(encoding="utf-8")):
         item = {key: entry[key] for key in ("instruction", "input", "output")}
@@ -441,14 +450,27 @@ def large_runs(results: Path, instruction_data: Path) -> list[str]:
             seen.add(content_id(item))
             examples.append(item)
     assert len(examples) >= ITEMS
+    return examples[:ITEMS]
+
+
+def large_response(item: dict, model: int) -> str:
+    """Model `model`'s response: a cut of the reference, longer for a later model."""
+    words = item["output"].split()
+    return " ".join(words[: max(1, len(words) * (model + 1) // MODELS)])
+
+
+def large_runs(results: Path, instruction_data: Path) -> list[str]:
+    """Five runs on the first 1,000 distinct examples of the real instruction data, each
+    response a model-specific cut of the reference, judged three times (scores drawn from a
+    seeded generator; a few unparseable, errors and empty responses)."""
+    examples = distinct_examples(instruction_data)
     runs = []
     for model in range(MODELS):
         generator = random.Random(model)
         name = f"model-{model}"
         records = []
         for index, item in enumerate(examples[:ITEMS]):
-            words = item["output"].split()
-            response = " ".join(words[: max(1, len(words) * (model + 1) // MODELS)])
+            response = large_response(item, model)
             state = generator.choices(["scored", "empty", "unparseable", "error"],
                                       [90, 4, 4, 2])[0]
             if state == "empty":
@@ -519,3 +541,101 @@ def test_a_large_comparison_is_usable_within_two_seconds(large_pages, open_page)
         if path == comparison:
             page.select_option("#model-filter", "model-3")
             assert set(visible_ids(page, ".response", "data-model")) == {"model-3"}
+
+
+def large_pairwise_page(folder: Path, instruction_data: Path) -> Path:
+    """compare.html of a pairwise comparison of 5 models x 1,000 items, every pair in both
+    orders (20,000 questions): verdicts drawn from a seeded generator (so many flip), a few
+    unparseable replies and errors, and empty responses decided without asking. Made from the
+    board and page functions compare runs, without a judge."""
+    from evalpipe.compare.pairwise import build_pairwise_board, render_html
+    from evalpipe.config import AggregateConfig, JudgeConfig
+    from evalpipe.judging.pairwise import STATES, Ask, empty_verdict, question_record
+    from evalpipe.stats.bradley_terry import VERDICTS
+
+    generator = random.Random(7)
+    runs = [f"model-{model}" for model in range(MODELS)]
+    responses = {run: [] for run in runs}
+    for index, item in enumerate(distinct_examples(instruction_data)):
+        for model, run in enumerate(runs):
+            empty = generator.random() < 0.02
+            responses[run].append({"id": content_id(item), **item, "response": "" if empty
+                                   else large_response(item, model)})
+    records = []
+    for index in range(ITEMS):
+        for x, y in itertools.combinations(runs, 2):
+            for first, second in ((x, y), (y, x)):
+                texts = [responses[run][index]["response"] for run in (first, second)]
+                ask = Ask(index, first, second)
+                tokens = [len(text.split()) for text in texts]
+                if 0 in tokens:
+                    records.append(question_record(
+                        ask, responses[x][index]["id"], *tokens,
+                        verdict=empty_verdict(tokens[0] == 0, tokens[1] == 0)))
+                    continue
+                state = generator.choices(["judged", "unparseable", "error"], [95, 3, 2])[0]
+                records.append(question_record(
+                    ask, responses[x][index]["id"], *tokens, state=state,
+                    verdict=generator.choice(VERDICTS) if state == "judged" else None,
+                    reason=f"Judged on item {index}." if state == "judged" else None,
+                    raw_reply="I cannot tell." if state == "unparseable" else None,
+                    error="timed out after 3 retries" if state == "error" else None))
+    states = {state: sum(r["state"] == state for r in records) for state in STATES}
+    summary = {"items": ITEMS, "pairs": "all", "questions": len(records), "states": states,
+               "left_out": {s: states[s] for s in ("unparseable", "error")},
+               "requests": len(records) - states["empty"], "cache_hits": 0,
+               "judge": {"backend": "ollama", "model": "llama3", "digest": "sha256:0a"}}
+    board = build_pairwise_board("large", runs, records, summary, JudgeConfig(),
+                                 AggregateConfig(bootstrap_resamples=50), folder, folder,
+                                 {run: None for run in runs})
+    write_jsonl(folder / "questions.jsonl", records)
+    page = folder / "compare.html"
+    page.write_text(render_html(board, {}, records, responses), encoding="utf-8")
+    return page
+
+
+def test_a_large_pairwise_comparison_is_usable_within_two_seconds(browser, open_page,
+                                                                  tmp_path, instruction_data):
+    """As for the other pages: 5 models x 1,000 items, 20,000 questions, ready (every script
+    run) and painted within 2 s of the start of loading; a model's name filters the viewer,
+    and so does a state, each at once."""
+    path = large_pairwise_page(tmp_path, instruction_data)
+    questions = read_jsonl(tmp_path / "questions.jsonl")
+    assert len(questions) == 20_000
+    page = open_page(path)
+    ready = int(page.locator("body").get_attribute("data-ready-ms"))
+    loaded = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    painted = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0]"
+                            " || {startTime: 0}).startTime")
+    assert ready < READY_WITHIN_MS, ready
+    assert loaded < READY_WITHIN_MS, loaded
+    assert painted < READY_WITHIN_MS, painted
+    order = pairwise_order(questions)
+    assert visible_ids(page, "section.item", "data-index") == order
+
+    def timed(script: str) -> float:
+        return page.evaluate(f"""() => {{ const start = performance.now(); {script};
+                                         return performance.now() - start; }}""")
+
+    took = timed("document.querySelector('#ratings a[data-show-model=\"model-3\"]').click()")
+    assert took < 500, took
+    assert page.locator("#model-filter").input_value() == "model-3"
+    rows = page.evaluate("""() => Array.from(document.querySelectorAll('tr.question'))
+        .filter(row => row.style.display !== 'none')
+        .map(row => [row.dataset.first, row.dataset.second])""")
+    assert len(rows) == 4 * 2 * ITEMS and all("model-3" in row for row in rows)
+
+    page.locator("#state-filter").evaluate("select => { select.value = 'flipped'; }")
+    took = timed("filterItems()")
+    assert took < 500, took
+    flipped = [row for row in page.evaluate("""() => Array.from(
+        document.querySelectorAll('tr.question')).filter(row => row.style.display !== 'none')
+        .map(row => [row.dataset.first, row.dataset.second, row.dataset.flipped])""")]
+    assert flipped and all(row[2] == "true" and "model-3" in row[:2] for row in flipped)
+    shown = visible_ids(page, "section.item", "data-index")
+    expected = {str(index) for (index, x, y), verdicts in verdicts_by_pair(questions).items()
+                if "model-3" in (x, y) and is_flip(verdicts)}
+    assert shown == [index for index in order if index in expected]
+    assert len(flipped) == 2 * sum(1 for (index, x, y), verdicts in
+                                   verdicts_by_pair(questions).items()
+                                   if "model-3" in (x, y) and is_flip(verdicts))
