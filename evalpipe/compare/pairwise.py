@@ -10,23 +10,23 @@ own judge/scores.jsonl, all judged alike) and a together judgment's means (compa
 together/ of the same responses). The board-level `pairwise` section says how the ratings
 were made: the anchor, the games, the questions asked, answered from the cache or left out of
 the fit (and why), the length coefficient and the position effect per pair.
+
+compare.html ends on an item viewer, to see why a model is rated as it is: every test item
+with each model's response and every question asked about it (both orders of each pair) with
+its state and verdict in words (judging/pairwise.py's `verdict_words`, which `evalpipe show`
+prints too), a verdict that flipped with the order marked; the items whose verdicts flipped or
+split most first; filters by model (a model's name in the ratings), state and text. Its
+style, its model links and each item's task are compare/viewer.py's, as in compare/html.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from evalpipe.compare import viewer
 from evalpipe.compare.leaderboard import judge_mismatches, mismatch_text, model_row
 from evalpipe.compare.load import ModelScores, load_models, single_mode_models
 from evalpipe.compare.plots import PLOTS, RATINGS_PLOT
-from evalpipe.compare.viewer import (
-    PAGE_CSS,
-    SHOW_MODEL_SCRIPT,
-    VIEWER_CSS,
-    model_link,
-    options,
-    task_html,
-)
 from evalpipe.config import AggregateConfig, RunConfig
 from evalpipe.errors import EvalpipeError
 from evalpipe.io import read_json_object, sha256_file
@@ -314,7 +314,7 @@ def plot_ratings(board: dict, path: Path) -> bytes:
     return save_figure(fig, path)
 
 
-STYLE = PAGE_CSS + VIEWER_CSS + """
+STYLE = viewer.PAGE_CSS + viewer.VIEWER_CSS + """
 tr.length-flag td { background: #fff4e0; }
 .note { color: #a12; }
 .response .rating { color: #666; }
@@ -354,7 +354,7 @@ function filterItems() {
   }
   document.getElementById('shown-items').textContent = shown;
 }
-""" + SHOW_MODEL_SCRIPT
+""" + viewer.SHOW_MODEL_SCRIPT
 
 VIEWER_ORDER_TEXT = (
     "Items whose verdicts flipped with the order in most pairs come first, then those whose "
@@ -433,7 +433,7 @@ def _pairwise_item(index: int, board: dict, records: list[dict],
             f'data-flipped="{len(flipped)}" data-split="{len(split)}">'
             f"<h3>Item {index} <small>({esc(task['id'])})</small> "
             f'<span class="disagreement">{esc(divided)}</span></h3>'
-            f"{task_html(task)}<div class=\"responses\">{''.join(cards)}</div>"
+            f"{viewer.task_html(task)}<div class=\"responses\">{''.join(cards)}</div>"
             '<table class="questions"><thead><tr><th>Response A vs Response B</th>'
             "<th>state</th><th>verdict</th><th>reason</th></tr></thead>"
             f"<tbody>{questions}</tbody></table></section>")
@@ -450,8 +450,8 @@ def _viewer(board: dict, records: list[dict], responses: dict[str, list[dict]]) 
         -len(divided.get(index, nothing)[0]), -len(divided.get(index, nothing)[1]), index))
     items = "\n".join(_pairwise_item(index, board, by_item.get(index, []), responses,
                                      *divided.get(index, nothing)) for index in order)
-    models = options(row["model"] for row in board["models"])
-    states = options((*pairwise.STATES, "flipped"),
+    models = viewer.options(row["model"] for row in board["models"])
+    states = viewer.options((*pairwise.STATES, "flipped"),
                      {"flipped": "verdict flipped with the order"})
     return f"""<h2 id="viewer">Items</h2>
 <p>Every test item with each model's response, best rated first, and every question asked
@@ -485,7 +485,7 @@ def render_html(board: dict, images: dict[str, bytes], records: list[dict],
     for row, cells in zip(board["models"], text_rows):
         flag = ' class="length-flag" data-length-flag="true"' if row["length_flag"] else ""
         parts = [esc(c) for c in cells]
-        parts[1] = model_link(row["model"], cells[1])  # opens the viewer filtered to it
+        parts[1] = viewer.model_link(row["model"], cells[1])  # opens the viewer filtered to it
         body_rows.append(f'<tr data-model="{esc(row["model"])}"{flag}>'
                          + "".join(f"<td>{c}</td>" for c in parts) + "</tr>")
     ratings = (f'<table id="ratings"><thead><tr>{head}</tr></thead>'

@@ -83,7 +83,7 @@ def html(tmp_path) -> str:
 
 
 def sections(html: str) -> list[str]:
-    return re.findall(r'<section class="item".*?</section>', html, re.S)
+    return re.findall(r'<section class="item".*?</section>', html, re.DOTALL)
 
 
 def test_items_with_flipped_then_split_verdicts_come_first_ties_in_test_order(html):
