@@ -428,7 +428,8 @@ def _pairwise_item(index: int, board: dict, records: list[dict],
                      f"{shown}</div>")
     questions = "".join(
         _question_row(r, tuple(sorted((r["first"], r["second"]))) in flipped) for r in records)
-    divided = f"{len(flipped)} flipped, {len(split)} split"
+    pairs = len({frozenset((r["first"], r["second"])) for r in records})
+    divided = f"{len(flipped)} flipped, {len(split)} split of {pairs} pairs"
     return (f'<section class="item" data-index="{index}" data-id="{esc(task["id"])}" '
             f'data-flipped="{len(flipped)}" data-split="{len(split)}">'
             f"<h3>Item {index} <small>({esc(task['id'])})</small> "

@@ -92,6 +92,7 @@ def test_items_with_flipped_then_split_verdicts_come_first_ties_in_test_order(ht
              for s in sections(html)]
     assert heads == [("1", "1", "2"), ("3", "0", "3"), ("2", "0", "1"), ("0", "0", "0"),
                      ("4", "0", "0")]
+    assert '<span class="disagreement">1 flipped, 2 split of 3 pairs</span>' in sections(html)[0]
     assert ("Items whose verdicts flipped with the order in most pairs come first, then those "
             "whose two orders of a pair disagreed in most pairs") in html
 
