@@ -370,9 +370,9 @@ def item_disagreement(records: list[dict]) -> dict[int, tuple[set, set]]:
     """Per item index: (flipped, split), the pairs (model_a, model_b, sorted) whose verdict
     flipped with the order (stats.bradley_terry's rule) and those whose two verdicts differ
     at all; only questions with a verdict (judged, empty) count."""
-    flipped: dict[int, tuple[set, set]] = {}
+    divided: dict[int, tuple[set, set]] = {}
     for item, model_a, model_b in flipped_pairs(pairwise.fitted_questions(records)):
-        flipped.setdefault(int(item), (set(), set()))[0].add((model_a, model_b))
+        divided.setdefault(int(item), (set(), set()))[0].add((model_a, model_b))
     said: dict[tuple[int, str, str], set] = {}
     for r in records:
         if r["state"] in pairwise.FITTED:
@@ -381,8 +381,8 @@ def item_disagreement(records: list[dict]) -> dict[int, tuple[set, set]]:
             said.setdefault((r["index"], model_a, model_b), set()).add(verdict)
     for (index, model_a, model_b), verdicts in said.items():
         if len(verdicts) > 1:
-            flipped.setdefault(index, (set(), set()))[1].add((model_a, model_b))
-    return flipped
+            divided.setdefault(index, (set(), set()))[1].add((model_a, model_b))
+    return divided
 
 
 def _question_row(record: dict, flipped: bool) -> str:
@@ -453,7 +453,7 @@ def _viewer(board: dict, records: list[dict], responses: dict[str, list[dict]]) 
                                      *divided.get(index, nothing)) for index in order)
     models = viewer.options(row["model"] for row in board["models"])
     states = viewer.options((*pairwise.STATES, "flipped"),
-                     {"flipped": "verdict flipped with the order"})
+                            {"flipped": "verdict flipped with the order"})
     return f"""<h2 id="viewer">Items</h2>
 <p>Every test item with each model's response, best rated first, and every question asked
 about it: each pair of models in both orders, Response A named first, with the verdict in
