@@ -226,7 +226,7 @@ def test_a_full_default_batch_of_mixed_lengths_equals_the_books_loop(model):
 
 def test_a_bfloat16_model_picks_its_tokens_from_fp32_logits(model, monkeypatch):
     """bf16 logits keep 3 significant digits: softmax and sampling run on them in fp32."""
-    import evalpipe.gpt2.generation as generation
+    from evalpipe.gpt2 import generation
 
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     dtypes = []
