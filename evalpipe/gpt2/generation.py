@@ -23,10 +23,10 @@ import torch
 
 from evalpipe.gpt2.model import GPTConfig, GPTModel
 
-# The batch size "auto" picks on a CPU: where tokens per second stop growing with the batch
-# for GPT-2 124M and 355M on 2 cores (docs/performance.md, "Generation"); a larger batch only
-# holds more KV cache in memory.
-CPU_BATCH_SIZE = 32
+# The batch size "auto" picks on a CPU: tokens per second grow with the batch up to about 64
+# for GPT-2 124M on 2 cores (docs/performance.md, "Generation"), while the KV cache to hold
+# grows with it.
+CPU_BATCH_SIZE = 64
 # On a GPU a larger batch keeps paying off for these model sizes until memory runs out.
 GPU_BATCH_SIZE = 128
 # The KV cache takes at most this share of the free memory: the model, the activations, the

@@ -185,7 +185,7 @@ def test_auto_batch_size_suits_the_device_and_leaves_memory_free():
     assert kv_cache_bytes(medium, 356, torch.float32) == 2 * 24 * 1024 * 356 * 4
     assert kv_cache_bytes(medium, 356, torch.bfloat16) == 2 * 24 * 1024 * 356 * 2
     plenty = 64 * 2**30
-    assert auto_batch_size("cpu", medium, 356, torch.float32, plenty) == CPU_BATCH_SIZE == 32
+    assert auto_batch_size("cpu", medium, 356, torch.float32, plenty) == CPU_BATCH_SIZE == 64
     assert auto_batch_size("cuda", medium, 356, torch.float32, plenty) == GPU_BATCH_SIZE == 128
     assert auto_batch_size("mps", medium, 356, torch.float32, plenty) == 128
     # 1 GB free: a quarter of it holds 3 of medium's fp32 caches of 356 positions (70 MB

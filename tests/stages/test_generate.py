@@ -223,7 +223,7 @@ def test_generate_dtype_is_in_the_config_key_and_the_resume_key(
 
     settings = [f"data.source={instruction_data}", *TINY, "generate.batch_size=auto"]
     assert cli("dtype", "generate", settings) == 0
-    assert "generate: batch size 32 (auto, cpu)" in capsys.readouterr().out
+    assert "generate: batch size 64 (auto, cpu)" in capsys.readouterr().out
     assert cli("dtype", "status", [*settings, "generate.dtype=bfloat16"]) == 0
     assert "generate   stale    configuration changed: generate.dtype" in \
         capsys.readouterr().out
