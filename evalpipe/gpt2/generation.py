@@ -213,7 +213,8 @@ def generate_batch(model: GPTModel, prompts: list[list[int]], *, max_new_tokens:
 
             if kv_cache is not None and kv_cache.length < kv_cache.max_length:
                 logits = model(chosen[:, None], kv_cache=kv_cache,
-                               attention_mask=mask_if_padded(real), last_token_only=True)[:, -1].float()
+                               attention_mask=mask_if_padded(real),
+                               last_token_only=True)[:, -1].float()
             else:
                 # The window is full: from now on, the book's cropping (see the module doc).
                 kv_cache = None

@@ -35,7 +35,8 @@ def resolve_device(name: str):
 
 def free_memory(device) -> int:
     """Bytes free for new tensors on `device`: the GPU's free memory, else the system's
-    available memory (MemAvailable in /proc/meminfo on Linux, free pages elsewhere)."""
+    available memory (MemAvailable in /proc/meminfo on Linux; elsewhere the free pages, or
+    half the memory where the system does not count free pages, as macOS)."""
     import os
 
     import torch
@@ -49,7 +50,9 @@ def free_memory(device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def generation_batch_size(setting: int | str, device, model_config, max_length: int,
