@@ -98,8 +98,11 @@ class GenerateConfig:
     temperature: float = 0.0  # 0 = greedy, as in the book
     top_k: int = 0  # 0 = no top-k filtering
     seed: int = 123
-    batch_size: int = 8
+    # Prompts per batch; "auto" = what suits the device and the memory (see
+    # evalpipe.gpt2.generation.auto_batch_size).
+    batch_size: int | str = "auto"
     device: str = "auto"
+    dtype: str = "float32"  # "float32" or "bfloat16" (weights and activations; changes outputs)
     # Importing responses made elsewhere instead of generating them.
     from_file: str = ""
     response_key: str = "model_response"
@@ -313,6 +316,7 @@ CHOICES = {
     ("data", "split"): ("book", "shuffle"),
     ("data", "template"): ("alpaca", "phi3"),
     ("finetune", "dtype"): ("float32", "bfloat16"),
+    ("generate", "dtype"): ("float32", "bfloat16"),
     # The names of evalpipe.judging.backends.BACKENDS (listed here: config imports no backend).
     ("judge", "backend"): ("ollama", "openai", "llamacpp", "mock"),
     ("judge", "template"): ("book", "rubric"),
@@ -359,7 +363,9 @@ RANGES = {
     ("generate", "temperature"): AT_LEAST_0,
     ("generate", "top_k"): AT_LEAST_0,
     ("generate", "seed"): AT_LEAST_0,
-    ("generate", "batch_size"): AT_LEAST_1,
+    ("generate", "batch_size"): (lambda value: value == "auto" or (isinstance(value, int)
+                                                                  and value >= 1),
+                                 "be \"auto\" or a whole number, at least 1"),
     ("judge", "timeout"): ABOVE_0,
     ("judge", "retries"): AT_LEAST_0,
     ("judge", "concurrency"): AT_LEAST_1,

@@ -115,6 +115,10 @@ CASES = {
     "unknown model device": ("finetune", ["model.device=gpu9"], None, "model.device"),
     "unknown finetune device": ("finetune", ["finetune.device=tpu"], None, "finetune.device"),
     "unknown generate device": ("generate", ["generate.device=xyz"], None, "generate.device"),
+    "unknown generate dtype": ("generate", ["generate.dtype=float16"], None, "generate.dtype"),
+    "generate batch size 0": ("generate", ["generate.batch_size=0"], None, "generate.batch_size"),
+    "generate batch size a word": ("generate", ["generate.batch_size=many"], None,
+                                   "generate.batch_size"),
     # data.source: a malformed URL is named, never taken for a path or sent to httpx.
     "URL with a misspelt scheme": ("prepare", ["data.source=htp://x"], None,
                                    "data.source: 'htp://x' is not a valid URL"),

@@ -22,6 +22,7 @@ def test_defaults_are_the_books_chapter_7_run():
     f = config.finetune
     assert (f.batch_size, f.epochs, f.lr, f.weight_decay, f.seed) == (8, 2, 5e-5, 0.1, 123)
     assert (config.generate.temperature, config.generate.max_new_tokens) == (0.0, 256)
+    assert (config.generate.batch_size, config.generate.dtype) == ("auto", "float32")
     j = config.judge
     assert (j.backend, j.model, j.template) == ("ollama", "llama3", "book")
     assert j.options == {"seed": 123, "temperature": 0, "num_ctx": 2048}
@@ -136,7 +137,7 @@ def test_every_numeric_key_has_a_range():
     from evalpipe.config import RANGES, SECTIONS
 
     numeric = {(section, field.name) for section, section_type in SECTIONS.items()
-               for field in dataclasses.fields(section_type) if field.type in ("int", "float")}
+               for field in dataclasses.fields(section_type) if field.type in ("int", "float", "int | str")}
     assert numeric == set(RANGES)
 
 

@@ -15,12 +15,56 @@ whole cropped window without the cache, exactly as the book's loop, and as slowl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from evalpipe.gpt2.model import GPTModel
+from evalpipe.gpt2.model import GPTConfig, GPTModel
+
+# The batch size "auto" picks on a CPU: tokens per second grow with the batch up to about 64
+# for GPT-2 124M on 2 cores (docs/performance.md, "Generation"), while the KV cache to hold
+# grows with it.
+CPU_BATCH_SIZE = 64
+# On a GPU a larger batch keeps paying off for these model sizes until memory runs out.
+GPU_BATCH_SIZE = 128
+# The KV cache takes at most this share of the free memory: the model, the activations, the
+# rest of the process and the other programs need the remainder.
+CACHE_MEMORY_SHARE = 0.25
+
+
+def kv_cache_bytes(config: GPTConfig, max_length: int, dtype: torch.dtype) -> int:
+    """Bytes of one sequence's KV cache for `max_length` positions: keys and values of every
+    layer."""
+    return 2 * config.n_layers * config.emb_dim * max_length * dtype.itemsize
+
+
+def auto_batch_size(device_type: str, config: GPTConfig, max_length: int, dtype: torch.dtype,
+                    free_memory: int) -> int:
+    """The batch size that suits the device (CPU_BATCH_SIZE on a CPU, GPU_BATCH_SIZE on
+    anything else), lowered so that the batch's KV cache of `max_length` positions takes at
+    most CACHE_MEMORY_SHARE of `free_memory` bytes; at least 1."""
+    preferred = CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
+    fits = int(free_memory * CACHE_MEMORY_SHARE) // kv_cache_bytes(config, max_length, dtype)
+    return max(1, min(preferred, fits))
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """The indices of prompts of these lengths grouped into batches of at most `batch_size`,
+    shortest first, so that a batch's prompts have similar lengths and little is padding.
+    The batches are as even as they can be (110 prompts at 32: 28, 28, 27, 27, not 32, 32,
+    32, 14): every batch runs until its longest response ends, so four batches of 28 cost
+    less than three of 32 and one of 14."""
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    count = math.ceil(len(order) / batch_size)
+    size, larger = divmod(len(order), count) if count else (0, 0)
+    batches, start = [], 0
+    for number in range(count):
+        end = start + size + (number < larger)
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 @dataclass
@@ -138,7 +182,7 @@ def generate_batch(model: GPTModel, prompts: list[list[int]], *, max_new_tokens:
         kv_cache = model.new_kv_cache(len(prompts),
                                       min(context_length, width + max_new_tokens))
         logits = model(tokens, kv_cache=kv_cache, attention_mask=mask_if_padded(real),
-                       last_token_only=True)[:, -1]
+                       last_token_only=True)[:, -1].float()  # bfloat16 models: sample in fp32
         for step in range(max_new_tokens):
             chosen = next_tokens(logits, temperature=temperature, top_k=top_k,
                                  generator=generator)
@@ -169,11 +213,12 @@ def generate_batch(model: GPTModel, prompts: list[list[int]], *, max_new_tokens:
 
             if kv_cache is not None and kv_cache.length < kv_cache.max_length:
                 logits = model(chosen[:, None], kv_cache=kv_cache,
-                               attention_mask=mask_if_padded(real), last_token_only=True)[:, -1]
+                               attention_mask=mask_if_padded(real),
+                               last_token_only=True)[:, -1].float()
             else:
                 # The window is full: from now on, the book's cropping (see the module doc).
                 kv_cache = None
                 window, window_real = tokens[:, -context_length:], real[:, -context_length:]
                 logits = model(window, attention_mask=mask_if_padded(window_real),
-                               last_token_only=True)[:, -1]
+                               last_token_only=True)[:, -1].float()
     return results

@@ -33,6 +33,40 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def free_memory(device) -> int:
+    """Bytes free for new tensors on `device`: the GPU's free memory, else the system's
+    available memory (MemAvailable in /proc/meminfo on Linux; elsewhere the free pages, or
+    half the memory where the system does not count free pages, as macOS)."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def generation_batch_size(setting: int | str, device, model_config, max_length: int,
+                          dtype) -> int:
+    """generate.batch_size as a number: a number stays, "auto" becomes the size that suits
+    the device and its free memory for a KV cache of `max_length` positions
+    (evalpipe.gpt2.generation.auto_batch_size)."""
+    from evalpipe.gpt2.generation import auto_batch_size
+
+    if setting != "auto":
+        return int(setting)
+    return auto_batch_size(device.type, model_config, max_length, dtype, free_memory(device))
+
+
 def load_base(config: RunConfig, spec: str | None = None):
     """The base model named by `spec` (default model.base), shaped by the model section.
 

@@ -238,8 +238,12 @@ def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[di
     import torch
     from tqdm import tqdm
 
-    from evalpipe.gpt2.generation import generate_batch
-    from evalpipe.gpt2.runtime import load_model_for_generation, resolve_device
+    from evalpipe.gpt2.generation import generate_batch, length_batches
+    from evalpipe.gpt2.runtime import (
+        generation_batch_size,
+        load_model_for_generation,
+        resolve_device,
+    )
     from evalpipe.templates import END_OF_TEXT_ID, decode, encode, get_template
 
     settings = config.generate
@@ -247,25 +251,30 @@ def generate_responses(config: RunConfig, paths: RunPaths, test_records: list[di
     out = paths.stage_dir("generate")
     loaded = load_model_for_generation(config, paths)
     device = resolve_device(settings.device)
-    model = loaded.model.to(device).eval()
+    dtype = getattr(torch, settings.dtype)  # "float32" or "bfloat16"
+    model = loaded.model.to(device=device, dtype=dtype).eval()
 
     # Records from an interrupted run count only if they were made with the same model and
     # the same settings.
     run_key = sha256_json({"config": config_key(config), "weights": loaded.sha256})
     done = {r["id"]: r for r in read_partial_jsonl(out / PARTIAL) if r.get("_run_key") == run_key}
-    # (record, prompt tokens), similar lengths side by side: a batch wastes less on padding.
-    todo = sorted(((r, encode(template.prompt(r))) for r in test_records if r["id"] not in done),
-                  key=lambda pair: len(pair[1]))
+    todo = [(r, encode(template.prompt(r))) for r in test_records if r["id"] not in done]
     if done:
         print(f"generate: resuming, {len(done)} of {len(test_records)} already done")
+    lengths = [len(prompt) for _, prompt in todo]
+    longest = min(max(lengths, default=0) + settings.max_new_tokens, model.cfg.context_length)
+    batch_size = generation_batch_size(settings.batch_size, device, model.cfg, longest, dtype)
+    if settings.batch_size == "auto":
+        print(f"generate: batch size {batch_size} (auto, {device.type})")
 
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     progress = tqdm(total=len(test_records), initial=len(done), desc="generate", unit="resp")
     tokens_made, clock = 0, time.monotonic()
     with JsonlAppender(out / PARTIAL) as partial:
-        for start in range(0, len(todo), settings.batch_size):
-            batch = [record for record, _ in todo[start:start + settings.batch_size]]
-            prompts = [prompt for _, prompt in todo[start:start + settings.batch_size]]
+        # Similar lengths side by side: a batch wastes less on padding.
+        for indices in length_batches(lengths, batch_size):
+            batch = [todo[index][0] for index in indices]
+            prompts = [todo[index][1] for index in indices]
             batch_clock = time.monotonic()
             generations = generate_batch(
                 model, prompts,

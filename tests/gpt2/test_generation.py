@@ -1,15 +1,22 @@
 """generate_batch against the book's loop (generate_naive), token for token."""
 
+import copy
+
 import pytest
 import torch
 
 from evalpipe.gpt2.generation import (
+    CPU_BATCH_SIZE,
+    GPU_BATCH_SIZE,
     Generation,
+    auto_batch_size,
     generate_batch,
     generate_naive,
+    kv_cache_bytes,
+    length_batches,
     next_tokens,
 )
-from evalpipe.gpt2.model import GPTConfig, GPTModel
+from evalpipe.gpt2.model import PRESETS, GPTConfig, GPTModel
 
 CONTEXT = 32
 
@@ -171,3 +178,68 @@ def test_the_kv_cache_holds_what_the_batch_can_reach(model, monkeypatch):
     long = generate_batch(model, prompts, max_new_tokens=40, eos_id=None)  # past the context
     assert long == naive_all(model, prompts, max_new_tokens=40, eos_id=None)
     assert sizes == [7 + 6, CONTEXT]
+
+
+def test_auto_batch_size_suits_the_device_and_leaves_memory_free():
+    medium = PRESETS["gpt2-medium"]  # 24 layers x 1024: 196,608 bytes of fp32 cache a position
+    assert kv_cache_bytes(medium, 356, torch.float32) == 2 * 24 * 1024 * 356 * 4
+    assert kv_cache_bytes(medium, 356, torch.bfloat16) == 2 * 24 * 1024 * 356 * 2
+    plenty = 64 * 2**30
+    assert auto_batch_size("cpu", medium, 356, torch.float32, plenty) == CPU_BATCH_SIZE == 64
+    assert auto_batch_size("cuda", medium, 356, torch.float32, plenty) == GPU_BATCH_SIZE == 128
+    assert auto_batch_size("mps", medium, 356, torch.float32, plenty) == 128
+    # 1 GB free: a quarter of it holds 3 of medium's fp32 caches of 356 positions (70 MB
+    # each), 7 in bf16; the whole context (1024 positions, 201 MB) once.
+    assert auto_batch_size("cpu", medium, 356, torch.float32, 2**30) == 3
+    assert auto_batch_size("cpu", medium, 356, torch.bfloat16, 2**30) == 7
+    assert auto_batch_size("cuda", medium, 1024, torch.float32, 2**30) == 1
+    assert auto_batch_size("cpu", medium, 1024, torch.float32, 2**20) == 1  # never 0
+
+
+def test_length_batches_group_similar_lengths_in_even_batches():
+    lengths = [5, 3, 9, 3, 7, 1, 8]
+    assert length_batches(lengths, 3) == [[5, 1, 3], [0, 4], [6, 2]]  # 3, 2, 2: not 3, 3, 1
+    assert length_batches(lengths, 7) == [[5, 1, 3, 0, 4, 6, 2]]
+    assert length_batches(lengths, 100) == [[5, 1, 3, 0, 4, 6, 2]]
+    assert length_batches(lengths, 1) == [[5], [1], [3], [0], [4], [6], [2]]
+    assert [len(batch) for batch in length_batches(list(range(110)), 32)] == [28, 28, 27, 27]
+    assert length_batches([], 8) == []
+
+
+def test_a_full_default_batch_of_mixed_lengths_equals_the_books_loop(model):
+    # CPU_BATCH_SIZE prompts of 1 to 24 tokens, with an eos id that sequences produce at
+    # different steps (some never): the batch shrinks step by step, down to the rows that
+    # run to the end, and some of those outgrow the context.
+    lengths = [1 + (7 * row) % 24 for row in range(CPU_BATCH_SIZE)]
+    prompts = random_prompts(lengths, seed=11)
+    free_run = naive_all(model, prompts, max_new_tokens=14, eos_id=None)
+    stops = {}
+    for eos_id in range(97):
+        stops[eos_id] = [g.tokens.index(eos_id) if eos_id in g.tokens else None
+                         for g in free_run]
+    eos_id = max(stops, key=lambda token: len(set(stops[token])))
+    assert len(set(stops[eos_id])) >= 6 and None in stops[eos_id]
+    expected = naive_all(model, prompts, max_new_tokens=14, eos_id=eos_id)
+    assert generate_batch(model, prompts, max_new_tokens=14, eos_id=eos_id) == expected
+    assert {g.stop_reason for g in expected} == {"eos", "length"}
+
+
+def test_a_bfloat16_model_picks_its_tokens_from_fp32_logits(model, monkeypatch):
+    """bf16 logits keep 3 significant digits: softmax and sampling run on them in fp32."""
+    from evalpipe.gpt2 import generation
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    dtypes = []
+
+    def recording(logits, **settings):
+        dtypes.append(logits.dtype)
+        return next_tokens(logits, **settings)
+
+    monkeypatch.setattr(generation, "next_tokens", recording)
+    prompts = random_prompts([3, 9, 5], seed=4)
+    sampled = generate_batch(bf16, prompts, max_new_tokens=8, eos_id=None, temperature=1.0,
+                             generator=torch.Generator().manual_seed(3))
+    assert all(len(g.tokens) == 8 for g in sampled)
+    assert set(dtypes) == {torch.float32} and len(dtypes) == 8
+    assert sampled == generate_batch(bf16, prompts, max_new_tokens=8, eos_id=None,
+                                     temperature=1.0, generator=torch.Generator().manual_seed(3))

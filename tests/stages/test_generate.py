@@ -211,3 +211,43 @@ def test_greedy_generation_is_not_rerun_for_settings_that_cannot_change_it(
         key = setting.split("=")[0]
         assert generate_status("generate.temperature=0.7", setting) == (
             f"generate   stale    configuration changed: {key}")
+
+
+def test_generate_dtype_is_in_the_config_key_and_the_resume_key(
+        run_env, instruction_data, gpt2_tokenizer, capsys):
+    """bf16 changes responses: it makes generate stale, and records left by an interrupted
+    fp32 run are not taken for bf16 ones (nor the other way round)."""
+    from evalpipe.config import load_config
+    from evalpipe.io import sha256_json, write_jsonl
+    from evalpipe.stages.generate import config_key
+
+    settings = [f"data.source={instruction_data}", *TINY, "generate.batch_size=auto"]
+    assert cli("dtype", "generate", settings) == 0
+    assert "generate: batch size 64 (auto, cpu)" in capsys.readouterr().out
+    assert cli("dtype", "status", [*settings, "generate.dtype=bfloat16"]) == 0
+    assert "generate   stale    configuration changed: generate.dtype" in \
+        capsys.readouterr().out
+
+    # What an fp32 run killed at the end leaves: every record in the partial file, under
+    # the fp32 run's key; marked, to see whether a rerun takes them.
+    out = run_env / "results/dtype/generate"
+    fp32 = read_jsonl(out / "responses.jsonl")
+    config = load_config(SMOKE, settings)
+    weights = load_finetuned(run_env / "results/dtype/finetune").sha256
+    run_key = sha256_json({"config": config_key(config), "weights": weights})
+
+    def leave_partial():
+        write_jsonl(out / "responses.partial.jsonl",
+                    [{**r, "response": "from the fp32 run", "_run_key": run_key} for r in fp32])
+
+    leave_partial()
+    assert cli("dtype", "generate", [*settings, "generate.dtype=bfloat16"], "--force") == 0
+    assert "resuming" not in capsys.readouterr().out
+    bf16 = read_jsonl(out / "responses.jsonl")
+    assert all(r["response"] != "from the fp32 run" for r in bf16)
+    assert [r["response_tokens"] for r in bf16] != [None] * len(bf16)
+
+    leave_partial()  # the same key: taken as finished (so the check above can fail)
+    assert cli("dtype", "generate", settings, "--force") == 0
+    assert f"resuming, {len(fp32)} of {len(fp32)} already done" in capsys.readouterr().out
+    assert {r["response"] for r in read_jsonl(out / "responses.jsonl")} == {"from the fp32 run"}
