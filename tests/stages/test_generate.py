@@ -225,7 +225,7 @@ def test_generate_dtype_is_in_the_config_key_and_the_resume_key(
     assert cli("dtype", "generate", settings) == 0
     assert "generate: batch size 64 (auto, cpu)" in capsys.readouterr().out
     assert cli("dtype", "status", [*settings, "generate.dtype=bfloat16"]) == 0
-    assert "generate   stale    configuration changed: generate.dtype" in \
+    assert "generate   stale    configuration changed: generate.batch_size, generate.dtype" in \
         capsys.readouterr().out
 
     # What an fp32 run killed at the end leaves: every record in the partial file, under
@@ -251,3 +251,18 @@ def test_generate_dtype_is_in_the_config_key_and_the_resume_key(
     assert cli("dtype", "generate", settings, "--force") == 0
     assert f"resuming, {len(fp32)} of {len(fp32)} already done" in capsys.readouterr().out
     assert {r["response"] for r in read_jsonl(out / "responses.jsonl")} == {"from the fp32 run"}
+
+
+def test_fp32_keeps_the_key_runs_made_before_generate_dtype_had_and_bf16_keys_the_batch_size():
+    """generate.dtype = "float32" is what every earlier run did: its key is theirs, so adding
+    the setting reruns nothing. bf16's rounding may differ with the batch a prompt shares, so
+    under bf16 the batch size is part of the key even for greedy decoding."""
+    from evalpipe.config import load_config
+    from evalpipe.stages.generate import config_key
+
+    fp32 = config_key(load_config(SMOKE, ["generate.batch_size=8"]))["generate"]
+    assert "dtype" not in fp32 and "batch_size" not in fp32
+    bf16 = config_key(load_config(SMOKE, ["generate.batch_size=8",
+                                          "generate.dtype=bfloat16"]))["generate"]
+    assert (bf16["dtype"], bf16["batch_size"]) == ("bfloat16", 8)
+    assert {k: v for k, v in bf16.items() if k not in ("dtype", "batch_size")} == fp32
