@@ -57,6 +57,7 @@ bench: setup
 	$(PYTHON) bench/finetune.py
 	$(PYTHON) bench/judge.py
 	$(PYTHON) bench/uncertainty.py
+	$(PYTHON) bench/pipeline.py
 
 clean: setup
 	$(EVALPIPE) clean all $(RUN_ARGS)
