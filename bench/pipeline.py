@@ -1,8 +1,9 @@
 """Benchmark: the book's chapter 7 run end to end (prepare, fine-tune, generate), evalpipe's
 stage code at its defaults against the book's code on the same work.
 
-    python bench/pipeline.py                         # GPT-2 medium, 4 steps, 2 naive prompts
-    python bench/pipeline.py --dtype float32         # evalpipe in fp32 (the default is "auto")
+    python bench/pipeline.py                 # GPT-2 medium: 3 steps, 16 + 2 prompts generated
+    python bench/pipeline.py --dtype float32 # evalpipe in fp32 (the default is "auto")
+    python bench/pipeline.py --prompts 110   # evalpipe's generate stage on all 110 prompts
     python bench/pipeline.py --preset gpt2 --steps 2 --naive-prompts 1 --prompts 8   # quick
 
 The run's shape is the book's: GPT-2 medium (random weights, GPT-2's initialisation seeded by
@@ -12,9 +13,10 @@ new tokens to the 110 test prompts. evalpipe's side takes every setting from Run
 defaults but the model's shape, so that a faster default is measured without editing this
 script; --dtype sets finetune.dtype.
 
-Each side runs in a process of its own, so that its peak memory (ru_maxrss) is its own; the
-two take turns, phase by phase and, within the fine-tune, step by step (the order rotating),
-so that load from other users falls on both alike.
+Each side runs in a process of its own, one after the other, so that its peak memory
+(ru_maxrss) is its own and the machine holds one GPT-2 medium with its optimizer state at a
+time (about 7 GB); a machine shared with others then changes the ratio with its load, which
+the script prints before and after each side.
 
 - prepare: evalpipe's prepare stage (read, validate, ids, split, written to disk) and the
   tokenising of the splits (encode_examples), against the book's load, split and
@@ -28,7 +30,7 @@ so that load from other users falls on both alike.
   validation loss every finetune.eval_interval steps and at each epoch's end, its base and
   final losses, its checkpoints (finetune.checkpoint_interval) and save_finetuned.
 - generate: evalpipe's generate stage (which loads the saved model) on --prompts of the test
-  prompts (default all 110), against the book's loop (evalpipe.gpt2.generation.generate_naive
+  prompts (default 16, spread over the prompt lengths; 110 for all), against the book's loop (evalpipe.gpt2.generation.generate_naive
   on the book's model: the whole sequence through the model for every new token) on
   --naive-prompts prompts spread over the prompt lengths, both scaled to 110 prompts. Random
   weights never emit <|endoftext|>, so every response runs to max_new_tokens (256): generation
@@ -71,20 +73,25 @@ def parse_args(argv=None):
                         help="override the preset's width (for a smoke test)")
     parser.add_argument("--max-new-tokens", type=int, default=0,
                         help="both sides (default: RunConfig's generate.max_new_tokens, 256)")
-    parser.add_argument("--steps", type=int, default=4,
+    parser.add_argument("--steps", type=int, default=3,
                         help="fine-tuning steps timed (at least 2), scaled to two epochs")
     parser.add_argument("--naive-prompts", type=int, default=2,
                         help="prompts the book's generation loop runs, scaled to 110")
-    parser.add_argument("--prompts", type=int, default=TEST_PROMPTS,
-                        help="prompts evalpipe's generate stage runs, scaled to 110")
+    parser.add_argument("--prompts", type=int, default=16,
+                        help="prompts evalpipe's generate stage runs, scaled to 110 (110: all)")
     parser.add_argument("--dtype", default="defaults",
-                        choices=("defaults", "auto", "float32", "bfloat16"),
-                        help="evalpipe's finetune.dtype (defaults: RunConfig's)")
+                        help="evalpipe's finetune.dtype: defaults (RunConfig's), auto, float32 "
+                             "or bfloat16; several, comma-separated, are each run against the "
+                             "same baseline")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in each process (default: torch's own choice)")
     parser.add_argument("--data", default="",
                         help="instruction-data.json (default: ../shared/data/)")
     args = parser.parse_args(argv)
+    args.dtypes = args.dtype.split(",")
+    unknown = set(args.dtypes) - {"defaults", "auto", "float32", "bfloat16"}
+    if unknown:
+        parser.error(f"--dtype: unknown {', '.join(sorted(unknown))}")
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is timed apart)")
     if not 1 <= args.naive_prompts <= TEST_PROMPTS or not 1 <= args.prompts <= TEST_PROMPTS:
@@ -211,9 +218,9 @@ def generate_and_print_sample(model, tokenizer, device, start_context):
 
 # -- the two sides, each in its own process ------------------------------------------------------
 
-def run_config(args, data: Path):
+def run_config(args, data: Path, dtype: str = "defaults"):
     """evalpipe's configuration: RunConfig()'s defaults, the book's model shape with random
-    weights (and its untied head), the data file, and --dtype."""
+    weights (and its untied head), the data file, and the dtype (one of --dtype's)."""
     from evalpipe.config import RunConfig
     from evalpipe.gpt2.model import PRESETS
 
@@ -226,8 +233,8 @@ def run_config(args, data: Path):
     config.model.tie_weights = "false"
     if args.max_new_tokens:
         config.generate.max_new_tokens = args.max_new_tokens
-    if args.dtype != "defaults":
-        config.finetune.dtype = args.dtype
+    if dtype != "defaults":
+        config.finetune.dtype = dtype
     return config
 
 
@@ -485,7 +492,8 @@ class EvalpipeSide:
 SIDES = {"book": BookSide, "evalpipe": EvalpipeSide}
 
 
-def worker(side: str, args, data: Path, workdir: Path, log: Path, connection) -> None:
+def worker(side: str, args, data: Path, dtype: str, workdir: Path, log: Path,
+           connection) -> None:
     """One side: builds its model, then runs the phases the parent sends, one at a time."""
     with open(log, "w", encoding="utf-8") as output:
         os.dup2(output.fileno(), 1)  # the stages' prints and progress bars go to the log
@@ -495,7 +503,7 @@ def worker(side: str, args, data: Path, workdir: Path, log: Path, connection) ->
         if args.threads:
             torch.set_num_threads(args.threads)
         try:
-            config = run_config(args, data)
+            config = run_config(args, data, dtype)
             runner = SIDES[side](args, config, workdir)
             connection.send(("ready", {"threads": torch.get_num_threads(),
                                        "dtype": getattr(runner, "dtype", None)}))
@@ -517,20 +525,22 @@ def worker(side: str, args, data: Path, workdir: Path, log: Path, connection) ->
 class Side:
     """The parent's handle on one worker process."""
 
-    def __init__(self, name: str, args, data: Path, workdir: Path):
+    def __init__(self, name: str, args, data: Path, workdir: Path, dtype: str = "defaults"):
         context = multiprocessing.get_context("spawn")  # a fresh process: its own peak memory
         self.name = name
-        self.log = workdir / f"{name}.log"
-        (workdir / name).mkdir()
+        folder = workdir / f"{name}-{dtype}"
+        folder.mkdir()
+        self.log = workdir / f"{name}-{dtype}.log"
         self.connection, child = context.Pipe()
         self.process = context.Process(target=worker, args=(
-            name, args, data, workdir / name, self.log, child), daemon=True)
+            "book" if name == "book" else "evalpipe", args, data, dtype, folder, self.log,
+            child), daemon=True)
         self.process.start()
         self.info = self._answer()
 
     def _answer(self):
-        if not self.connection.poll(3600):
-            raise SystemExit(f"{self.name}: no answer in an hour (log: {self.log})")
+        if not self.connection.poll(6 * 3600):
+            raise SystemExit(f"{self.name}: no answer in six hours (log: {self.log})")
         status, value = self.connection.recv()
         if status == "error":
             raise SystemExit(f"{self.name} failed: {value} (log: {self.log})")
@@ -569,12 +579,42 @@ def epoch_counts(config, n_train: int) -> dict:
     }
 
 
-def interleaved(sides: list[Side], method: str, *argument, turn: int = 0) -> dict:
-    """Call `method` on every side, the order rotating with `turn`."""
-    results = {}
-    for side in sides[turn % len(sides):] + sides[:turn % len(sides)]:
-        results[side.name] = side.call(method, *argument)
-    return results
+def run_side(side: Side, args, order, counts) -> dict:
+    """Every phase of one side: {"times": seconds per phase, scaled, "notes", "peak", ...}."""
+    load = os.getloadavg()[0]
+    times = {"prepare": statistics.median(side.call("prepare") for _ in range(3))}
+    start = side.call("finetune_start")
+    steps = []
+    for indices in order:
+        steps.append(side.call("finetune_step", indices))
+    rest = side.call("finetune_rest")
+    step = statistics.median(steps[1:])
+    training = steps[0] + step * (counts["steps"] - 1)
+    if side.name == "book":
+        times["finetune"] = (start + training + rest["evaluation"] * counts["book_evaluations"]
+                             + rest["sample"] * counts["book_samples"] + rest["end"])
+        finetune_note = (f"step {step:.2f} s; {counts['book_evaluations']} evaluations of "
+                         f"{rest['evaluation']:.2f} s, {counts['book_samples']} samples of "
+                         f"{rest['sample']:.2f} s, losses before {start:.2f} s, save "
+                         f"{rest['end']:.2f} s")
+        generated = side.call("generate", args.naive_prompts)
+    else:
+        times["finetune"] = (start + training + rest["evaluation"] * counts["evaluations"]
+                             + rest["checkpoint"] * counts["checkpoints"] + rest["end"])
+        finetune_note = (f"step {step:.2f} s; {counts['evaluations']} evaluations of "
+                         f"{rest['evaluation']:.2f} s, {counts['checkpoints']} checkpoints of "
+                         f"{rest['checkpoint']:.2f} s, base losses {start:.2f} s, final losses "
+                         f"and save {rest['end']:.2f} s")
+        generated = side.call("generate", args.prompts)
+    times["generate"] = generated["seconds"] * TEST_PROMPTS / generated["prompts"]
+    finished = side.finish()
+    print(f"{side.name}: prepare {times['prepare']:.2f} s; finetune {times['finetune']:.0f} s "
+          f"for {counts['steps']} steps ({finetune_note}); generate {times['generate']:.0f} s "
+          f"for {TEST_PROMPTS} prompts ({generated['prompts']} prompts, {generated['tokens']} "
+          f"tokens in {generated['seconds']:.1f} s, "
+          f"{generated['tokens'] / generated['seconds']:.1f} tokens/s); load average "
+          f"{load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+    return {"times": times, "peak": finished["peak_bytes"], "losses": finished["losses"]}
 
 
 def main(argv=None):
@@ -590,93 +630,55 @@ def main(argv=None):
     n_train = int(len(records) * config.data.train_fraction)
     counts = epoch_counts(config, n_train)
     order = train_order(config, n_train, args.steps)
+    shape = "".join(f", {value} {name}" for value, name in (
+        (args.layers, "layers"), (args.emb_dim, "wide")) if value)
+    print(f"GPT-2 {args.preset}{shape} (random weights, untied head), {len(records)} examples, "
+          f"{counts['steps']} steps of batch {config.finetune.batch_size} over "
+          f"{config.finetune.epochs} epochs ({args.steps} timed), {TEST_PROMPTS} prompts x "
+          f"{config.generate.max_new_tokens} new tokens ({args.prompts} generated by evalpipe, "
+          f"{args.naive_prompts} by the book's loop); {os.cpu_count()} cores", flush=True)
 
+    results = {}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
-        workdir = Path(folder)
-        book, ours = Side("book", args, data, workdir), Side("evalpipe", args, data, workdir)
-        sides = [book, ours]
-        load = os.getloadavg()
-        layers = "".join(f", {value} {name}" for value, name in (
-            (args.layers, "layers"), (args.emb_dim, "wide")) if value)
-        print(f"GPT-2 {args.preset}{layers} (random weights, untied head), {len(records)} examples, "
-              f"{counts['steps']} steps of batch {config.finetune.batch_size} over "
-              f"{config.finetune.epochs} epochs ({args.steps} timed), {TEST_PROMPTS} prompts x "
-              f"{config.generate.max_new_tokens} new tokens ({args.prompts} generated by "
-              f"evalpipe, {args.naive_prompts} by the book's loop); evalpipe computes in "
-              f"{ours.info['dtype'].dtype} ({ours.info['dtype'].reason}), the book in float32; "
-              f"{book.info['threads']} torch threads per process, {os.cpu_count()} cores, "
-              f"load average {load[0]:.1f}", flush=True)
+        book = Side("book", args, data, Path(folder))
+        print(f"book: float32, {book.info['threads']} torch threads", flush=True)
+        results["book"] = run_side(book, args, order, counts)
+        for dtype in args.dtypes:
+            side = Side(f"evalpipe {dtype}", args, data, Path(folder), dtype)
+            choice = side.info["dtype"]
+            name = f"evalpipe {choice.dtype}"
+            if name in results:  # "auto" and the dtype it resolves to, both asked for
+                name += f" ({dtype})"
+            print(f"{name}: computes in {choice.dtype} ({choice.reason}), "
+                  f"{side.info['threads']} torch threads", flush=True)
+            results[name] = run_side(side, args, order, counts)
 
-        times: dict[str, dict[str, float]] = {"book": {}, "evalpipe": {}}
-        prepare = [interleaved(sides, "prepare", turn=turn) for turn in range(3)]
-        for name in times:
-            times[name]["prepare"] = statistics.median(run[name] for run in prepare)
-        print(f"prepare: book {times['book']['prepare']:.2f} s, evalpipe "
-              f"{times['evalpipe']['prepare']:.2f} s", flush=True)
+    book = results["book"]
+    for name, result in results.items():
+        if name != "book":
+            worst = max(abs(a - b) / abs(b) for a, b in zip(result["losses"], book["losses"]))
+            print(f"{name}: fine-tuning losses {' '.join(f'{x:.4f}' for x in result['losses'])} "
+                  f"(book {' '.join(f'{x:.4f}' for x in book['losses'])}), max relative "
+                  f"difference {worst:.1e}")
+    names = list(results)
+    totals = {name: sum(results[name]["times"].values()) for name in names}
 
-        start = interleaved(sides, "finetune_start")
-        steps: dict[str, list[float]] = {"book": [], "evalpipe": []}
-        for number, indices in enumerate(order):
-            for name, seconds in interleaved(sides, "finetune_step", indices,
-                                             turn=number).items():
-                steps[name].append(seconds)
-            print(f"step {number + 1}: book {steps['book'][-1]:.2f} s, evalpipe "
-                  f"{steps['evalpipe'][-1]:.2f} s", flush=True)
-        rest = interleaved(sides, "finetune_rest")
+    def row(label: str, seconds: dict[str, float]) -> str:
+        """Each side's seconds, and the book's over each evalpipe side's."""
+        return (f"{label:<12}" + "".join(f"{seconds[name]:>9.1f}s" + (
+            f" {seconds['book'] / seconds[name]:>6.2f}x" if name != "book" else " " * 8)
+            for name in names)).rstrip()
 
-        def training(name: str) -> float:
-            timed = steps[name]
-            return timed[0] + statistics.median(timed[1:]) * (counts["steps"] - 1)
-
-        times["book"]["finetune"] = (start["book"] + training("book")
-                                     + rest["book"]["evaluation"] * counts["book_evaluations"]
-                                     + rest["book"]["sample"] * counts["book_samples"]
-                                     + rest["book"]["end"])
-        times["evalpipe"]["finetune"] = (
-            start["evalpipe"] + training("evalpipe")
-            + rest["evalpipe"]["evaluation"] * counts["evaluations"]
-            + rest["evalpipe"]["checkpoint"] * counts["checkpoints"] + rest["evalpipe"]["end"])
-        print(f"finetune, scaled to {counts['steps']} steps: book {times['book']['finetune']:.0f} s "
-              f"(step {statistics.median(steps['book'][1:]):.2f} s; {counts['book_evaluations']} "
-              f"evaluations of {rest['book']['evaluation']:.2f} s, {counts['book_samples']} "
-              f"samples of {rest['book']['sample']:.2f} s, before {start['book']:.2f} s, save "
-              f"{rest['book']['end']:.2f} s); evalpipe {times['evalpipe']['finetune']:.0f} s "
-              f"(step {statistics.median(steps['evalpipe'][1:]):.2f} s; {counts['evaluations']} "
-              f"evaluations of {rest['evalpipe']['evaluation']:.2f} s, {counts['checkpoints']} "
-              f"checkpoints of {rest['evalpipe']['checkpoint']:.2f} s, base losses "
-              f"{start['evalpipe']:.2f} s, final losses and save {rest['evalpipe']['end']:.2f} s)",
-              flush=True)
-
-        generated = {"evalpipe": ours.call("generate", args.prompts),
-                     "book": book.call("generate", args.naive_prompts)}
-        for name, result in generated.items():
-            times[name]["generate"] = result["seconds"] * TEST_PROMPTS / result["prompts"]
-        print("generate, scaled to 110 prompts: " + "; ".join(
-            f"{name} {times[name]['generate']:.0f} s ({result['prompts']} prompts, "
-            f"{result['tokens']} tokens in {result['seconds']:.1f} s, "
-            f"{result['tokens'] / result['seconds']:.1f} tokens/s)"
-            for name, result in generated.items()), flush=True)
-
-        finished = {side.name: side.finish() for side in sides}
-        end_load = os.getloadavg()
-
-    worst = max(abs(a - b) / abs(b) for a, b in zip(finished["evalpipe"]["losses"],
-                                                    finished["book"]["losses"]))
-    print(f"\nfine-tuning losses, {args.steps} steps: book "
-          f"{' '.join(f'{x:.4f}' for x in finished['book']['losses'])}; evalpipe "
-          f"{' '.join(f'{x:.4f}' for x in finished['evalpipe']['losses'])}; max relative "
-          f"difference {worst:.1e}")
-    print(f"load average at the end {end_load[0]:.1f}\n")
-    print(f"{'phase':<12} {'book':>10} {'evalpipe':>10} {'speed-up':>9}")
+    print("\n" + f"{'':<12}" + "".join(f"{name:>18}" for name in names))
     for phase in ("prepare", "finetune", "generate"):
-        book_s, ours_s = times["book"][phase], times["evalpipe"][phase]
-        print(f"{phase:<12} {book_s:>9.1f}s {ours_s:>9.1f}s {book_s / ours_s:>8.2f}x")
-    totals = {name: sum(times[name].values()) for name in times}
-    print(f"{'total':<12} {totals['book']:>9.1f}s {totals['evalpipe']:>9.1f}s "
-          f"{totals['book'] / totals['evalpipe']:>8.2f}x")
-    peaks = {name: finished[name]["peak_bytes"] / 2**30 for name in finished}
-    print(f"{'peak memory':<12} {peaks['book']:>8.2f}GB {peaks['evalpipe']:>8.2f}GB")
-    print(f"end-to-end speed-up: {totals['book'] / totals['evalpipe']:.1f}x")
+        print(row(phase, {name: results[name]["times"][phase] for name in names}))
+    print(row("total", totals))
+    print((f"{'peak memory':<12}" + "".join(f"{results[name]['peak'] / 2**30:>8.2f}GB"
+                                            + " " * 8 for name in names)).rstrip())
+    ours = [name for name in names if name != "book"]
+    for name in ours:
+        label = "" if len(ours) == 1 else f", {name}"
+        print(f"end-to-end speed-up{label}: {totals['book'] / totals[name]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ def test_the_pipeline_benchmark_prints_phases_memory_and_the_ratio_last(instruct
         assert any(re.fullmatch(rf"{phase} +{number}s +{number}s +{number}\dx", line)
                    for line in lines), (phase, result.stdout)
     assert re.fullmatch(rf"peak memory +{number}\dGB +{number}\dGB", lines[-2])
-    assert "evalpipe computes in float32 (finetune.dtype = 'float32')" in lines[0]
-    assert "generate, scaled to 110 prompts: evalpipe" in result.stdout
+    assert "evalpipe float32: computes in float32 (finetune.dtype = 'float32'), 1 torch " \
+        "threads" in lines
+    assert re.search(r"^evalpipe float32: prepare .* generate .* for 110 prompts \(2 prompts, "
+                     r"4 tokens in", result.stdout, re.M)
     # The last line is the total's ratio (to 2 decimals in the table), to 1 decimal.
     ratio = re.search(rf"total +{number}s +{number}s +({number}\d)x", result.stdout).group(1)
     last = re.fullmatch(rf"end-to-end speed-up: ({number})x", lines[-1])
