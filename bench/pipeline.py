@@ -43,7 +43,6 @@ and starting the processes. The last line is the ratio of the totals, book / eva
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import math
@@ -517,7 +516,7 @@ def worker(side: str, args, data: Path, dtype: str, workdir: Path, log: Path,
             # Peak resident memory of this process (Linux reports KiB).
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             connection.send(("ok", {"peak_bytes": peak, "losses": runner.losses}))
-        except BaseException as err:  # noqa: BLE001 - reported to the parent, then re-raised
+        except BaseException as err:  # reported to the parent, then re-raised
             connection.send(("error", f"{type(err).__name__}: {err}"))
             raise
 

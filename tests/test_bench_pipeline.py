@@ -17,7 +17,7 @@ def test_the_pipeline_benchmark_prints_phases_memory_and_the_ratio_last(instruct
          "--preset", "gpt2", "--layers", "1", "--emb-dim", "48", "--steps", "2",
          "--naive-prompts", "1", "--prompts", "2", "--max-new-tokens", "2",
          "--dtype", "float32", "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=300)
+        capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     number = r"\d+\.\d"
@@ -28,7 +28,7 @@ def test_the_pipeline_benchmark_prints_phases_memory_and_the_ratio_last(instruct
     assert "evalpipe float32: computes in float32 (finetune.dtype = 'float32'), 1 torch " \
         "threads" in lines
     assert re.search(r"^evalpipe float32: prepare .* generate .* for 110 prompts \(2 prompts, "
-                     r"4 tokens in", result.stdout, re.M)
+                     r"4 tokens in", result.stdout, re.MULTILINE)
     # The last line is the total's ratio (to 2 decimals in the table), to 1 decimal.
     ratio = re.search(rf"total +{number}s +{number}s +({number}\d)x", result.stdout).group(1)
     last = re.fullmatch(rf"end-to-end speed-up: ({number})x", lines[-1])

@@ -105,12 +105,13 @@ def finetune_dtype(config: RunConfig) -> DtypeChoice:
     settings = config.finetune
     if settings.dtype != "auto":
         return choose_dtype(settings.dtype, "")
-    device_type = "cpu" if settings.device == "cpu" else resolve_device(settings.device).type
+    torch_device = None if settings.device == "cpu" else resolve_device(settings.device)
+    device_type = "cpu" if torch_device is None else torch_device.type
     capability = None
     if device_type == "cuda":
         import torch
 
-        capability = tuple(torch.cuda.get_device_capability(resolve_device(settings.device)))
+        capability = tuple(torch.cuda.get_device_capability(torch_device))
     flags = this_cpu_flags() if device_type == "cpu" else frozenset()
     return choose_dtype("auto", device_type, cuda_capability=capability, cpu_flags=flags)
 
