@@ -58,6 +58,7 @@ bench: setup
 	$(PYTHON) bench/judge.py
 	$(PYTHON) bench/uncertainty.py
 	$(PYTHON) bench/ratings.py
+	$(PYTHON) bench/pipeline.py
 
 clean: setup
 	$(EVALPIPE) clean all $(RUN_ARGS)

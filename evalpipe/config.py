@@ -87,7 +87,9 @@ class FinetuneConfig:
     checkpoint_interval: int = 50  # steps between resumable checkpoints; 0 = per epoch only
     max_steps: int = 0  # stop after this many optimizer steps; 0 = no limit
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
-    dtype: str = "float32"  # "float32" or "bfloat16" (autocast)
+    # "auto": bfloat16 where the device computes in bf16 (CUDA from Ampere, a CPU with AVX-512
+    # BF16 or AMX), float32 elsewhere; "float32"; "bfloat16" (autocast, weights stay float32)
+    dtype: str = "auto"
     num_threads: int = 0  # torch threads on CPU; 0 = torch's default
 
 
@@ -315,7 +317,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
 CHOICES = {
     ("data", "split"): ("book", "shuffle"),
     ("data", "template"): ("alpaca", "phi3"),
-    ("finetune", "dtype"): ("float32", "bfloat16"),
+    ("finetune", "dtype"): ("auto", "float32", "bfloat16"),
     ("generate", "dtype"): ("float32", "bfloat16"),
     # The names of evalpipe.judging.backends.BACKENDS (listed here: config imports no backend).
     ("judge", "backend"): ("ollama", "openai", "llamacpp", "mock"),

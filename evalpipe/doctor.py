@@ -173,21 +173,13 @@ def torch_check() -> Check:
     return Check("torch", True, torch.__version__)
 
 
-def cpu_has_fast_bf16(cpuinfo: str) -> bool:
-    """AVX-512 BF16 or AMX among the CPU's flags (/proc/cpuinfo's text)."""
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def device_check(config: RunConfig, cpuinfo: str | None = None) -> Check:
-    """The device fine-tuning runs on (finetune.device), and whether bf16 is fast there."""
+    """The device fine-tuning runs on (finetune.device), and the dtype it computes in there
+    (finetune.dtype resolved, with why)."""
     try:
         import torch  # only to find out whether it is installed
 
-        from evalpipe.gpt2.runtime import resolve_device
+        from evalpipe.gpt2.runtime import choose_dtype, cpu_flags, resolve_device
     except ImportError:
         return Check("device", False, "torch is not installed", "make setup")
     setting = config.finetune.device
@@ -195,20 +187,24 @@ def device_check(config: RunConfig, cpuinfo: str | None = None) -> Check:
         device = resolve_device(setting)
     except EvalpipeError as err:
         return Check("device", False, str(err), "--set finetune.device=auto")
+    facts: dict = {}
     if device.type == "cuda":
         import torch
 
-        name = torch.cuda.get_device_name(device)
-        bf16 = "bf16 fast" if torch.cuda.is_bf16_supported() else "no fast bf16"
-        detail = f"CUDA {name}, {bf16}"
+        facts["cuda_capability"] = tuple(torch.cuda.get_device_capability(device))
+        detail = f"CUDA {torch.cuda.get_device_name(device)}"
     elif device.type == "mps":
-        detail = "MPS (Apple GPU), bf16 speed not checked"
+        detail = "MPS (Apple GPU)"
     else:
         if cpuinfo is None:
             cpuinfo = _read_cpuinfo()
-        bf16 = "bf16 fast (AVX-512 BF16 / AMX)" if cpu_has_fast_bf16(cpuinfo) else \
-            "no AVX-512 BF16 or AMX: bf16 is slow, keep finetune.dtype = \"float32\""
-        detail = f"CPU ({platform.machine() or 'unknown'}, {os.cpu_count()} cores), {bf16}"
+        facts["cpu_flags"] = cpu_flags(cpuinfo)
+        detail = f"CPU ({platform.machine() or 'unknown'}, {os.cpu_count()} cores)"
+    choice = choose_dtype(config.finetune.dtype, device.type, **facts)
+    detail += f", fine-tunes in {choice.dtype} ({choice.reason})"
+    auto = choose_dtype("auto", device.type, **facts)
+    if auto.dtype != choice.dtype:
+        detail += f"; 'auto' would take {auto.dtype} ({auto.reason.removeprefix('auto: ')})"
     return Check("device", True, f"{detail} (finetune.device = {setting!r})")
 
 

@@ -28,8 +28,10 @@ def test_defaults_are_the_books_chapter_7_run():
     assert j.options == {"seed": 123, "temperature": 0, "num_ctx": 2048}
     # The book fine-tunes its output head apart from the token embedding (a copy at load).
     assert config.model.tie_weights == "false"
+    # The book computes in fp32; the default "auto" would take bf16 on a fast-bf16 device.
+    assert config.finetune.dtype == "float32"
     # Otherwise the file only spells out the defaults: loading nothing gives the same run.
-    assert config == load_config(None, ["model.tie_weights=false"])
+    assert config == load_config(None, ["model.tie_weights=false", "finetune.dtype=float32"])
 
 
 def test_smoke_config_loads():

@@ -20,7 +20,6 @@ from evalpipe.doctor import (
     TIKTOKEN_RECIPE,
     Check,
     base_check,
-    cpu_has_fast_bf16,
     data_check,
     device_check,
     doctor_checks,
@@ -283,15 +282,21 @@ def test_a_local_base_must_exist(tmp_path):
     assert base_check(str(tmp_path / "mine.pth")).ok
 
 
-def test_bf16_is_fast_on_a_cpu_with_avx512_bf16_or_amx():
-    assert cpu_has_fast_bf16("flags\t\t: fpu sse2 avx512f avx512_bf16\n")
-    assert cpu_has_fast_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
-    assert not cpu_has_fast_bf16("flags\t\t: fpu sse2 avx2 avx512f\n")
+def test_doctor_says_which_dtype_the_fine_tune_computes_in_and_why():
+    slow_cpu, fast_cpu = "flags\t\t: fpu avx2\n", "flags\t\t: fpu avx2 avx512_bf16\n"
     config, _ = smoke("finetune.device=cpu")
-    check = device_check(config, "flags\t\t: fpu avx2\n")
-    assert check.ok and check.detail.endswith(
-        "no AVX-512 BF16 or AMX: bf16 is slow, keep finetune.dtype = \"float32\" "
+    where = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    assert device_check(config, slow_cpu).detail == (
+        f"{where}, fine-tunes in float32 (auto: the CPU has no AVX-512 BF16 or AMX) "
         "(finetune.device = 'cpu')")
+    assert device_check(config, fast_cpu).detail == (
+        f"{where}, fine-tunes in bfloat16 (auto: the CPU has avx512_bf16) "
+        "(finetune.device = 'cpu')")
+    config, _ = smoke("finetune.device=cpu", "finetune.dtype=bfloat16")
+    check = device_check(config, slow_cpu)
+    assert check.ok and check.detail == (
+        f"{where}, fine-tunes in bfloat16 (finetune.dtype = 'bfloat16'); 'auto' would take "
+        "float32 (the CPU has no AVX-512 BF16 or AMX) (finetune.device = 'cpu')")
 
 
 def test_a_device_that_is_not_there_is_missing():

@@ -1,8 +1,10 @@
-"""Where models run and which model a stage gets: device choice and base-model resolution."""
+"""Where models run and which model a stage gets: device choice, the fine-tune's dtype, and
+base-model resolution."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from evalpipe.config import RunConfig
 from evalpipe.errors import EvalpipeError
@@ -65,6 +67,87 @@ def generation_batch_size(setting: int | str, device, model_config, max_length: 
     if setting != "auto":
         return int(setting)
     return auto_batch_size(device.type, model_config, max_length, dtype, free_memory(device))
+
+
+# CPU flags (Linux's /proc/cpuinfo names) of the units that run bf16 matrix products fast:
+# AVX-512 BF16 (Intel Cooper Lake and later, AMD Zen 4 and later) and AMX (Intel Sapphire Rapids).
+FAST_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CUDA_NATIVE_BF16 = (8, 0)  # compute capability from which NVIDIA GPUs compute in bf16 (Ampere)
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype fine-tuning computes in and why: the resolved value of finetune.dtype."""
+
+    dtype: str  # "float32" or "bfloat16"
+    reason: str
+
+
+def choose_dtype(setting: str, device_type: str, *, cuda_capability: tuple[int, int] | None = None,
+                 cpu_flags: frozenset[str] = frozenset()) -> DtypeChoice:
+    """finetune.dtype resolved from the facts given: "float32" and "bfloat16" stand; "auto" is
+    bfloat16 (autocast) where the device has units that make it fast, float32 elsewhere,
+    because emulated bf16 is slower than fp32 and rounds more.
+
+    MPS stays in float32: Apple GPUs before the M2 have no bf16 units, and how fast autocast's
+    bf16 runs on the later ones is not measured here; finetune.dtype = "bfloat16" asks for it."""
+    if setting != "auto":
+        return DtypeChoice(setting, f"finetune.dtype = {setting!r}")
+    if device_type == "cuda":
+        shown = ".".join(map(str, cuda_capability)) if cuda_capability else "unknown"
+        if cuda_capability and tuple(cuda_capability) >= CUDA_NATIVE_BF16:
+            return DtypeChoice("bfloat16", f"auto: the CUDA device (compute capability {shown}) "
+                                           f"computes in bf16")
+        return DtypeChoice("float32", f"auto: the CUDA device (compute capability {shown}, "
+                                      f"before 8.0) has no bf16 units")
+    if device_type == "mps":
+        return DtypeChoice("float32", "auto: bf16 on MPS is not known to be faster")
+    if device_type == "cpu":
+        fast = sorted(cpu_flags & FAST_BF16_CPU_FLAGS)
+        if fast:
+            return DtypeChoice("bfloat16", f"auto: the CPU has {' and '.join(fast)}")
+        return DtypeChoice("float32", "auto: the CPU has no AVX-512 BF16 or AMX")
+    return DtypeChoice("float32", f"auto: no known fast bf16 on {device_type!r}")
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The flags of /proc/cpuinfo's text (its "flags" lines)."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return frozenset(flags)
+
+
+def this_cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags: /proc/cpuinfo's, or where there is none (macOS, Windows) the
+    two that matter as PyTorch's own CPU check finds them."""
+    try:
+        return cpu_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        pass
+    import torch
+
+    checks = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    return frozenset(flag for flag, check in checks.items()
+                     if getattr(torch.cpu, check, lambda: False)())
+
+
+def finetune_dtype(config: RunConfig) -> DtypeChoice:
+    """finetune.dtype resolved on this machine, for finetune.device. Only "auto" looks at the
+    machine, and only "auto" on a device other than "cpu" imports torch (to find the device)."""
+    settings = config.finetune
+    if settings.dtype != "auto":
+        return choose_dtype(settings.dtype, "")
+    torch_device = None if settings.device == "cpu" else resolve_device(settings.device)
+    device_type = "cpu" if torch_device is None else torch_device.type
+    capability = None
+    if device_type == "cuda":
+        import torch
+
+        capability = tuple(torch.cuda.get_device_capability(torch_device))
+    flags = this_cpu_flags() if device_type == "cpu" else frozenset()
+    return choose_dtype("auto", device_type, cuda_capability=capability, cpu_flags=flags)
 
 
 def load_base(config: RunConfig, spec: str | None = None):

@@ -38,7 +38,7 @@ def needs(config: RunConfig) -> tuple[str, ...]:
 
 
 def config_key(config: RunConfig) -> dict:
-    from evalpipe.gpt2.runtime import base_identity
+    from evalpipe.gpt2.runtime import base_identity, finetune_dtype
 
     # Where the work runs does not change what it computes (up to float rounding). model.bases
     # and finetune.seeds only name sub-runs (evalpipe/sweep.py), each keyed on its own base/seed.
@@ -46,6 +46,9 @@ def config_key(config: RunConfig) -> dict:
              if k not in ("bases", "device", "revision")}
     finetune = {k: v for k, v in config.section("finetune").items()
                 if k not in ("device", "num_threads", "checkpoint_interval", "seeds")}
+    # The dtype computed in, not the setting: "auto" that resolves to float32 is the run that
+    # "float32" makes, and the same "auto" on a machine where it resolves otherwise is not.
+    finetune["dtype"] = finetune_dtype(config).dtype
     return {"model": model, "finetune": finetune, "data.template": config.data.template,
             **base_identity(config)}
 
@@ -217,7 +220,7 @@ def train_model(config: RunConfig, paths: RunPaths,
     import torch
     from tqdm import tqdm
 
-    from evalpipe.gpt2.runtime import load_base, resolve_device
+    from evalpipe.gpt2.runtime import finetune_dtype, load_base, resolve_device
     from evalpipe.gpt2.weights import save_finetuned
 
     settings = config.finetune
@@ -225,7 +228,9 @@ def train_model(config: RunConfig, paths: RunPaths,
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = resolve_device(settings.device)
-    autocast_dtype = torch.bfloat16 if settings.dtype == "bfloat16" else None
+    dtype = finetune_dtype(config)
+    autocast_dtype = torch.bfloat16 if dtype.dtype == "bfloat16" else None
+    print(f"finetune: computing in {dtype.dtype} ({dtype.reason}) on {device}")
 
     loaded = load_base(config)
     model = loaded.model.to(device)
@@ -342,11 +347,14 @@ def train_model(config: RunConfig, paths: RunPaths,
         "epochs": round(state["step"] / steps_per_epoch, 4),
         "stopped_early": state["stopped_early"], "train_seconds": round(state["train_seconds"], 3),
         "parameters": model.num_parameters(),
+        "dtype": dtype.dtype, "dtype_reason": dtype.reason,
     }
     save_finetuned(model.cpu(), loaded.config, out, {
         "tokenizer": "gpt2", "template": config.data.template,
         "base_model": config.model.base, "base_source": loaded.source,
-        "base_sha256": loaded.sha256, "base_revision": loaded.revision})
+        "base_sha256": loaded.sha256, "base_revision": loaded.revision,
+        # the weights are float32 whatever the dtype: bf16 autocast computes, it stores nothing
+        "trained_in": dtype.dtype, "trained_in_reason": dtype.reason})
     write_jsonl(out / "metrics.jsonl", state["metrics"])
     from evalpipe.report.plots import plot_losses
 

@@ -44,7 +44,8 @@ from evalpipe.stages.contract import StageModule, breaches
 class Stage:
     """What the cache needs to know about a stage: the functions of the stage contract
     (evalpipe/stages/contract.py), looked up lazily in the stage's module
-    (`evalpipe.stages.<name>`), so `status` never imports torch."""
+    (`evalpipe.stages.<name>`), so `status` imports torch only when a key needs it (the
+    device that finetune.dtype = "auto" resolves on)."""
 
     name: str
 

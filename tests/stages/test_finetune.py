@@ -338,3 +338,56 @@ def test_a_new_commit_on_the_hub_makes_finetune_and_generate_stale(
     assert status()["finetune"].startswith("done")
     assert status([f"model.revision={FIRST_COMMIT}"])["finetune"] == \
         "stale configuration changed: model.base_commit"
+
+
+def test_the_key_holds_the_dtype_auto_resolves_to(run_env, instruction_data, gpt2_tokenizer,
+                                                  monkeypatch, capsys):
+    """finetune.dtype = "auto" is keyed by what it resolves to: on a CPU without fast bf16 the
+    run is the float32 run (nothing reruns either way); on one with avx512_bf16 the same
+    setting computes in bfloat16, so the float32 fine-tune is stale there."""
+    from evalpipe.gpt2 import runtime
+
+    flags = {"now": frozenset({"avx2", "avx512f"})}
+    monkeypatch.setattr(runtime, "this_cpu_flags", lambda: flags["now"])
+    settings = overrides(instruction_data, "finetune.device=cpu", "finetune.max_steps=2",
+                         "finetune.eval_interval=0")
+    auto, fp32 = [*settings, "finetune.dtype=auto"], [*settings, "finetune.dtype=float32"]
+    out = run_env / "results/auto/finetune"
+
+    def status(extra) -> str:
+        capsys.readouterr()
+        assert cli("auto", "status", extra) == 0
+        line = next(line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("finetune"))
+        return " ".join(line.split()[1:])
+
+    capsys.readouterr()
+    assert cli("auto", "finetune", auto) == 0
+    assert "finetune: computing in float32 (auto: the CPU has no AVX-512 BF16 or AMX) on cpu" \
+        in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["config"]["finetune"]["dtype"] == \
+        "float32"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["dtype"], summary["dtype_reason"]) == \
+        ("float32", "auto: the CPU has no AVX-512 BF16 or AMX")
+    info = json.loads((out / "model.json").read_text())
+    assert (info["trained_in"], info["trained_in_reason"]) == \
+        ("float32", "auto: the CPU has no AVX-512 BF16 or AMX")
+    weights = (out / "model.safetensors").read_bytes()
+    assert status(fp32).startswith("done")
+    assert cli("auto", "finetune", fp32) == 0
+    assert "finetune: up to date" in capsys.readouterr().out
+
+    flags["now"] = frozenset({"avx2", "avx512f", "avx512_bf16"})  # another machine
+    assert status(auto) == "stale configuration changed: finetune.dtype"
+    assert status(fp32).startswith("done")
+    assert cli("auto", "finetune", auto) == 0
+    assert "finetune: computing in bfloat16 (auto: the CPU has avx512_bf16) on cpu" in \
+        capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["config"]["finetune"]["dtype"] == \
+        "bfloat16"
+    assert json.loads((out / "summary.json").read_text())["dtype"] == "bfloat16"
+    assert (out / "model.safetensors").read_bytes() != weights
+    assert status(auto).startswith("done")
+    assert status([*settings, "finetune.dtype=bfloat16"]).startswith("done")
+    assert status(fp32) == "stale configuration changed: finetune.dtype"
