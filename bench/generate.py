@@ -28,24 +28,19 @@ import copy
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+# The data and the tokenizer files are found as bench/finetune.py finds them (this script's
+# folder is on sys.path when it runs).
+from finetune import SHARED_DATA, use_offline_tokenizer
+
 from evalpipe.config import RunConfig
 from evalpipe.gpt2.generation import generate_batch, generate_naive, length_batches
 from evalpipe.gpt2.model import PRESETS, GPTModel
 from evalpipe.gpt2.runtime import generation_batch_size
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("EVALPIPE_SHARED", REPO.parent / "shared")) / "data"
-TIKTOKEN_CACHE_NAMES = {  # tiktoken names a cached file by the SHA-1 of its URL
-    "vocab.bpe": "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
-    "encoder.json": "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
-}
 
 
 def parse_args():
@@ -62,17 +57,6 @@ def parse_args():
                         help="torch threads (default: torch's own choice, one per core)")
     parser.add_argument("--seed", type=int, default=123)
     return parser.parse_args()
-
-
-def use_offline_tokenizer() -> None:
-    """Point tiktoken at the shared GPT-2 BPE files, unless TIKTOKEN_CACHE_DIR is set."""
-    bpe = SHARED_DATA / "gpt2-bpe"
-    if os.environ.get("TIKTOKEN_CACHE_DIR") or not bpe.is_dir():
-        return
-    cache = Path(tempfile.mkdtemp(prefix="tiktoken-cache-"))
-    for filename, cache_name in TIKTOKEN_CACHE_NAMES.items():
-        shutil.copyfile(bpe / filename, cache / cache_name)
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
 
 
 def test_prompts(path: str) -> list[list[int]]:
