@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 from standins import StandInFailure, prompt_of
+from together_runs import import_runs
 
 from evalpipe.cli import main
 from evalpipe.io import read_json_object
@@ -41,10 +42,6 @@ N = len(ITEMS)
 MODELS = ("a", "b", "c", "d")
 STRENGTHS = {"a": 1.5, "b": 0.5, "c": -0.5, "d": 0.0}  # true order: a, b, d, c
 MARKER = re.compile(r"from-(\w+)")
-
-
-def output_of(i: int) -> str:
-    return f"word{i}a word{i}b word{i}c word{i}d"
 
 
 def even_response(model: str, i: int) -> str:
@@ -68,18 +65,7 @@ def varied_response(model: str, i: int) -> str:
 def make_runs(folder: Path, respond=even_response, models=MODELS) -> None:
     """Runs `models` under folder/results, their data and response files in folder;
     `respond(model, i)` gives the responses (None: not imported, an empty response)."""
-    records = [{"instruction": f"Task {i}", "input": f"input {i}" if i % 2 else "",
-                "output": output_of(i)} for i in range(RECORDS)]
-    (folder / "data.json").write_text(json.dumps(records))
-    for model in models:
-        imported = [{**records[i], "model_response": respond(model, i)} for i in ITEMS
-                    if respond(model, i) is not None]
-        (folder / f"{model}.json").write_text(json.dumps(imported))
-        assert main(["generate", "--config", SMOKE, "--run", model,
-                     "--results", str(folder / "results"),
-                     "--set", f"data.source={folder / 'data.json'}",
-                     "--set", f"generate.from_file={folder / f'{model}.json'}",
-                     "--set", "generate.allow_partial=true"]) == 0
+    import_runs(folder, respond, models, RECORDS, ITEMS)
 
 
 # -- the stand-in judges -------------------------------------------------------------------------

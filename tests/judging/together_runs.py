@@ -61,14 +61,15 @@ def shown(i: int) -> list[str]:
     return [m for m in MODELS if i not in EMPTY[m]]
 
 
-def make_runs(folder: Path, respond=response_of) -> None:
-    """Runs a, b and c under folder/results, their data and response files in folder;
-    `respond(model, i)` gives the responses (response_of unless told)."""
-    records = [{"instruction": f"Task {i}", "input": f"input {i}" if i % 2 else "",
-                "output": output_of(i)} for i in range(100)]
-    (folder / "data.json").write_text(json.dumps(records))
-    for model in MODELS:
-        imported = [{**records[i], "model_response": respond(model, i)} for i in ITEMS
+def import_runs(folder: Path, respond, models, records: int, items) -> None:
+    """Runs `models` under folder/results importing their responses to the `items` (record
+    numbers) of a data set of `records` records; the data and response files in folder.
+    `respond(model, i)` gives the responses (None: not imported, an empty response)."""
+    data = [{"instruction": f"Task {i}", "input": f"input {i}" if i % 2 else "",
+             "output": output_of(i)} for i in range(records)]
+    (folder / "data.json").write_text(json.dumps(data))
+    for model in models:
+        imported = [{**data[i], "model_response": respond(model, i)} for i in items
                     if respond(model, i) is not None]
         (folder / f"{model}.json").write_text(json.dumps(imported))
         assert main(["generate", "--config", SMOKE, "--run", model,
@@ -77,6 +78,11 @@ def make_runs(folder: Path, respond=response_of) -> None:
                      "--set", f"generate.from_file={folder / f'{model}.json'}",
                      "--set", "generate.allow_partial=true"]) == 0
 
+
+def make_runs(folder: Path, respond=response_of) -> None:
+    """Runs a, b and c under folder/results, their data and response files in folder;
+    `respond(model, i)` gives the responses (response_of unless told)."""
+    import_runs(folder, respond, MODELS, 100, ITEMS)
 
 
 # The judge of the tests that need some judge but no HTTP: the in-process mock judge, which
