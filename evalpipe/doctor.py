@@ -140,9 +140,7 @@ def judge_is_due(config: RunConfig, paths: RunPaths, command: str, *, force: boo
     if config.judge.mode in ("together", "pairwise"):
         all_done = all(status.state == "done" for pipeline in pipelines
                        for status in pipeline.status("generate"))
-        status = (sweep.together_status if config.judge.mode == "together"
-                  else sweep.pairwise_status)
-        return status(config, paths, subs, all_done).state != "done"
+        return sweep.judgment_status(config, paths, subs, all_done).state != "done"
     return any(_judge_due_in(pipeline) for pipeline in pipelines)
 
 

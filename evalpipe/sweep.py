@@ -262,10 +262,8 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
         lines += [status.line() for status in statuses]
     out = paths.results / f"compare-{paths.run}"
     lines.append(f"comparison compare-{paths.run} in {out}")
-    if config.judge.mode == "together":
-        lines.append(together_status(config, paths, subs, all_done).line())
-    if config.judge.mode == "pairwise":
-        lines.append(pairwise_status(config, paths, subs, all_done).line())
+    if config.judge.mode in ("together", "pairwise"):
+        lines.append(judgment_status(config, paths, subs, all_done).line())
     board = out / "leaderboard.json"
     if board.exists():
         lines.append(Status("compare", "done", "leaderboard.json written; "
@@ -275,42 +273,22 @@ def status_lines(config: RunConfig, paths: RunPaths) -> list[str]:
     return lines
 
 
-def together_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
+def judgment_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
                     all_done: bool) -> Status:
-    """The together judgment of judge.mode = "together" (`all_done`: every sub-run's responses
-    are up to date): done, stale or missing."""
-    from evalpipe.judging.together import (
-        FOLDER,
-        freshness,
-        load_contenders,
-        output_names,
-        together_identity,
-        together_key,
-    )
-
-    out = paths.results / f"compare-{paths.run}"
-    if all_done:
-        contenders = load_contenders(paths.results, [sub.name for sub in subs])
-        state, reason = freshness(out / FOLDER, together_key(config.judge, contenders),
-                                  output_names(contenders), together_identity(config.judge))
+    """The joint judgment of judge.mode = "together" or "pairwise" (`all_done`: every sub-run's
+    responses are up to date): done, stale or missing."""
+    if config.judge.mode == "together":
+        from evalpipe.judging.together import FOLDER
+        from evalpipe.judging.together import together_freshness as freshness
     else:
-        state, reason = "missing", "the runs' responses are not all made yet"
-        if (out / FOLDER).exists():
-            state = "stale"
-    return Status("together", state, reason)
-
-
-def pairwise_status(config: RunConfig, paths: RunPaths, subs: list[SubRun],
-                    all_done: bool) -> Status:
-    """The pairwise judgment of judge.mode = "pairwise", as together_status."""
-    from evalpipe.judging.pairwise import FOLDER, pairwise_freshness
+        from evalpipe.judging.pairwise import FOLDER
+        from evalpipe.judging.pairwise import pairwise_freshness as freshness
 
     out = paths.results / f"compare-{paths.run}" / FOLDER
     if all_done:
-        state, reason = pairwise_freshness(out, config.judge, [sub.name for sub in subs],
-                                           paths.results)
+        state, reason = freshness(out, config.judge, [sub.name for sub in subs], paths.results)
     else:
         state, reason = "missing", "the runs' responses are not all made yet"
         if out.exists():
             state = "stale"
-    return Status("pairwise", state, reason)
+    return Status(config.judge.mode, state, reason)

@@ -337,6 +337,14 @@ def position_means(passes: list[dict], swap: bool) -> list[dict]:
     return rows
 
 
+def together_freshness(out: Path, settings: JudgeConfig, runs: list[str],
+                       results: Path) -> tuple[str, str]:
+    """("done" | "stale" | "missing", why) of the together judgment of `runs` in `out`."""
+    contenders = load_contenders(results, runs)
+    return freshness(out, together_key(settings, contenders), output_names(contenders),
+                     together_identity(settings))
+
+
 # -- judging -------------------------------------------------------------------------------------
 
 def judge_together(config: RunConfig, results: str | Path, runs: list[str], out: Path) -> dict:
